@@ -1,0 +1,237 @@
+"""The MLP of DESIGN §1, its passes written by hand on the flat parameter vector.
+
+Layers l = 1..L, a_0 = X, hidden activation phi, logits z_L, mean softmax cross-entropy:
+
+    forward        z_l = a_{l-1} W_l + b_l,        a_l = phi(z_l)
+    backward       delta_L = (softmax(z_L) - Y) / B
+                   dW_l = a_{l-1}^T delta_l,        db_l = sum_r delta_l
+                   delta_{l-1} = (delta_l W_l^T) * phi'(z_{l-1})
+    R-forward      R z_l = R a_{l-1} W_l + a_{l-1} V_l + c_l,   R a_l = phi'(z_l) R z_l
+    R-backward     R delta_L = p * (R z_L - sum_k p R z_L) / B
+                   R dW_l = R a_{l-1}^T delta_l + a_{l-1}^T R delta_l,   R db_l = sum_r R delta_l
+                   R delta_{l-1} = (R delta_l W_l^T + delta_l V_l^T) * phi'(z_{l-1})
+                                   + (delta_l W_l^T) * phi''(z_{l-1}) * R z_{l-1}
+
+R{.} is Pearlmutter's operator, the derivative along the direction dv = (V_l, c_l): R{grad} is the
+Hessian-vector product H dv, and R{grad_X} = R delta_1 W_1^T + delta_1 V_1^T is the mixed derivative
+d/dX (grad_w ell . dv) that Algorithm 2 needs for the training inputs. Since R a_0 = 0, the first
+layer's R-products reduce to X V_1 and X^T R delta_1.
+
+The penalty 1/2 sum lam w^2 is not part of these passes; `sgd` adds lam*w and lam*dv.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each layer's W_l and b_l live in the flat vector w, and the group of every entry.
+
+    Group g = 2(l-1) holds W_l (row-major, fan_in x fan_out) and g = 2(l-1)+1 holds b_l, so the
+    G = 2L groups are contiguous slices ``offsets[g]:offsets[g+1]`` in that order.
+    """
+
+    layer_sizes: tuple
+
+    @property
+    def L(self):
+        return len(self.layer_sizes) - 1
+
+    @property
+    def G(self):
+        return 2 * self.L
+
+    @cached_property
+    def sizes(self):
+        """Number of entries in each group, shape (G,)."""
+        pairs = zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True)
+        return _frozen(np.array([n for i, o in pairs for n in (i * o, o)], dtype=np.int64))
+
+    @cached_property
+    def offsets(self):
+        """Start of each group and the end of the last, shape (G+1,)."""
+        return _frozen(np.concatenate(([0], np.cumsum(self.sizes))))
+
+    @cached_property
+    def P(self):
+        return int(self.sizes.sum())
+
+    @cached_property
+    def fan_in(self):
+        """Fan-in of the layer each group belongs to, shape (G,)."""
+        return _frozen(np.repeat(np.array(self.layer_sizes[:-1], dtype=np.int64), 2))
+
+    def unflatten(self, w):
+        """Views (W_1, b_1), ..., (W_L, b_L) into the flat vector w (writes go through)."""
+        o = self.offsets
+        shapes = zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True)
+        return [(w[o[2 * l]:o[2 * l + 1]].reshape(i, k), w[o[2 * l + 1]:o[2 * l + 2]])
+                for l, (i, k) in enumerate(shapes)]
+
+    def expand(self, per_group):
+        """Per-group values, shape (G,), repeated to every entry of their group, shape (P,)."""
+        return np.repeat(per_group, self.sizes)
+
+    def group_sum(self, x):
+        """Sum of x (P,) over each group, shape (G,)."""
+        return np.add.reduceat(x, self.offsets[:-1])
+
+    def group_dot(self, x, y):
+        """sum_{i in g} x_i y_i for every group g, shape (G,)."""
+        o = self.offsets
+        return np.array([x[o[g]:o[g + 1]] @ y[o[g]:o[g + 1]] for g in range(self.G)])
+
+    def group_of(self, i):
+        """Group index of flat entry i."""
+        return int(np.searchsorted(self.offsets, i, side="right") - 1)
+
+    def describe_group(self, g):
+        """Human name of group g, for error messages: 'W2 (group 2)'."""
+        return f"{'W' if g % 2 == 0 else 'b'}{g // 2 + 1} (group {g})"
+
+
+def _frozen(x):
+    x.flags.writeable = False
+    return x
+
+
+class Activation(NamedTuple):
+    """phi and its first two derivatives, written in terms of a = phi(z)."""
+
+    phi: object
+    dphi: object
+    d2phi: object  # None where phi'' = 0 almost everywhere
+
+
+def _tanh_dphi(a):
+    return 1.0 - a * a
+
+
+def _tanh_d2phi(a):
+    return -2.0 * a * (1.0 - a * a)
+
+
+def _relu(z):
+    return np.maximum(z, 0.0)
+
+
+def _relu_dphi(a):
+    return (a > 0.0).astype(a.dtype)
+
+
+ACTIVATIONS = {
+    "tanh": Activation(np.tanh, _tanh_dphi, _tanh_d2phi),
+    "relu": Activation(_relu, _relu_dphi, None),
+}
+
+
+def _softmax_xent(z, y):
+    """ell = mean_r [logsumexp(z_r) - z_r[y_r]] and p = softmax(z), stable in z."""
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    ell = float(np.mean(np.log(s[:, 0]) - z[rows, y]))
+    return ell, e / s
+
+
+def _forward(params, X, act):
+    """Activations a_0 = X, a_1, ..., a_{L-1} and the logits z_L."""
+    a = [X]
+    for W, b in params[:-1]:
+        a.append(act.phi(a[-1] @ W + b))
+    W, b = params[-1]
+    return a, a[-1] @ W + b
+
+
+def _output_delta(p, y):
+    """delta_L = (softmax(z_L) - onehot(y)) / B, computed in place on p."""
+    p[np.arange(len(y)), y] -= 1.0
+    p /= len(y)
+    return p
+
+
+def _backward(params, a, delta, act, g_params):
+    """Backward pass from delta_L, writing dW_l, db_l into the views g_params.
+
+    Returns ``deltas`` (delta_l per layer, first layer first) and ``es`` with
+    es[l] = delta_{l+1} W_{l+1}^T (the back-propagated signal before phi'), es[0] = None.
+    """
+    L = len(params)
+    deltas, es = [None] * L, [None] * L
+    deltas[-1] = delta
+    for l in range(L - 1, -1, -1):
+        np.matmul(a[l].T, deltas[l], out=g_params[l][0])
+        np.sum(deltas[l], axis=0, out=g_params[l][1])
+        if l > 0:
+            es[l] = deltas[l] @ params[l][0].T
+            deltas[l - 1] = es[l] * act.dphi(a[l])
+    return deltas, es
+
+
+def loss(w, X, y, layout, activation):
+    """ell(w; X, y): mean softmax cross-entropy of the MLP (no penalty)."""
+    _, z = _forward(layout.unflatten(w), X, ACTIVATIONS[activation])
+    return _softmax_xent(z, y)[0]
+
+
+def predict(w, X, layout, activation):
+    """Logits z_L of the MLP at w for inputs X."""
+    return _forward(layout.unflatten(w), X, ACTIVATIONS[activation])[1]
+
+
+def loss_grad(w, X, y, layout, activation):
+    """ell(w; X, y) and grad_w ell, from one forward and one backward pass."""
+    params, act = layout.unflatten(w), ACTIVATIONS[activation]
+    a, z = _forward(params, X, act)
+    ell, p = _softmax_xent(z, y)
+    g = np.empty_like(w)
+    _backward(params, a, _output_delta(p, y), act, layout.unflatten(g))
+    return ell, g
+
+
+def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False):
+    """ell, grad_w ell, H dv and, if asked, d/dX (grad_w ell . dv), sharing one forward pass.
+
+    The gradient comes from the same `_forward` and `_backward` calls as `loss_grad`, so it is
+    bit-identical to it: Algorithm 2 relies on that to undo Algorithm 1's steps exactly.
+    Returns ``(ell, g, Hdv, dX)`` with ``dX`` of shape X.shape, or None when not asked.
+    """
+    params, dirs = layout.unflatten(w), layout.unflatten(dv)
+    act = ACTIVATIONS[activation]
+    L = layout.L
+    a, z = _forward(params, X, act)
+    ell, p = _softmax_xent(z, y)
+
+    # R-forward: R z_l, and R a_l for the hidden layers (R a_0 = 0)
+    Rz, Ra = [None] * L, [None] * L
+    for l in range(L):
+        (W, _), (V, c) = params[l], dirs[l]
+        Rz[l] = a[l] @ V + c
+        if l > 0:
+            Rz[l] += Ra[l] @ W
+        if l < L - 1:
+            Ra[l + 1] = act.dphi(a[l + 1]) * Rz[l]
+
+    # backward, then R-backward on its deltas
+    Rdelta = p * (Rz[-1] - np.sum(p * Rz[-1], axis=1, keepdims=True)) / len(y)
+    g, Hdv = np.empty_like(w), np.empty_like(w)
+    deltas, es = _backward(params, a, _output_delta(p, y), act, layout.unflatten(g))
+    hvps = layout.unflatten(Hdv)
+    for l in range(L - 1, -1, -1):
+        (W, _), (V, _) = params[l], dirs[l]
+        HW, Hb = hvps[l]
+        np.matmul(a[l].T, Rdelta, out=HW)
+        if l > 0:
+            HW += Ra[l].T @ deltas[l]
+        np.sum(Rdelta, axis=0, out=Hb)
+        if l > 0:
+            Rdelta = (Rdelta @ W.T + deltas[l] @ V.T) * act.dphi(a[l])
+            if act.d2phi is not None:
+                Rdelta += es[l] * act.d2phi(a[l]) * Rz[l - 1]
+    dX = Rdelta @ params[0][0].T + deltas[0] @ dirs[0][0].T if input_grad else None
+    return ell, g, Hdv, dX
