@@ -1,0 +1,15 @@
+"""revlearn: exact hypergradients through reversible learning (Maclaurin, Duvenaud & Adams 2015).
+
+    case = revlearn.make_case(spec)        # every input of one training run
+    res = revlearn.hypergradient(case)     # d f(w_T) / d alpha, gamma, init_scale, l2, w_0, X
+
+This package is pure NumPy; ``backend="numba"`` uses the optional kernels in ``revlearn.kernels``.
+"""
+
+from .case import Case, Result, make_case
+from .errors import InputError, TrainingError
+from .gradcheck import GradientCheckError, check_grad
+from .sgd import hypergradient, train, valid_loss
+
+__all__ = ["Case", "GradientCheckError", "InputError", "Result", "TrainingError", "check_grad",
+           "hypergradient", "make_case", "train", "valid_loss"]

@@ -1,0 +1,11 @@
+"""The two kinds of failure users see."""
+
+
+class InputError(ValueError):
+    """An input (spec, case, array, file, flag) is not what revlearn accepts; the message says what
+    was received and what would be accepted. Raised before any work starts."""
+
+
+class TrainingError(ArithmeticError):
+    """Training left what exact reversal can represent (a non-finite gradient, or a value outside
+    the fixed-point range); the message names the step and the group, and what to change."""

@@ -1,0 +1,281 @@
+"""Algorithm 1 (SGD with momentum) and Algorithm 2 (its reverse, giving the hypergradient).
+
+Algorithm 1, DESIGN §2, per step t with the batch B_t:
+
+    g_t     = grad L_t(w_t),   L_t(w) = ell(w; X[B_t], y[B_t]) + 1/2 sum_i lam_i w_i^2
+    v_{t+1} = gamma_t v_t - (1 - gamma_t) g_t
+    w_{t+1} = w_t + alpha_t v_{t+1}
+
+Algorithm 2, DESIGN §3, from dw = grad f(w_T), dv = 0, backwards over t, with u = (1 - gamma_t) dv:
+
+    d_alpha_t = dw . v_{t+1}                       (per group)
+    w_t       = w_{t+1} - alpha_t v_{t+1}
+    v_t       = (v_{t+1} + (1 - gamma_t) g_t) / gamma_t
+    dv       += alpha_t dw
+    d_gamma_t = dv . (v_t + g_t)                   (per group)
+    dw       -= H_t u                              (H_t = Hessian of L_t at w_t)
+    d_lam    -= w_t u                              (per weight)
+    d_X[B_t] -= d/dX (grad L_t . u)
+    dv       *= gamma_t
+
+then d_init_scale = eps . dw per group and d_w0 = dw. DESIGN §3 writes (1 - gamma_t) H_t dv, which
+is the same for a single gamma; with one gamma per group the factor must act on dv before H_t, since
+d v_{t+1} / d w_t = -diag(1 - gamma_t) H_t and its transpose is -H_t diag(1 - gamma_t).
+
+method="reversible" runs Algorithm 1 in fixed point (`fixedpoint`) and undoes it step by step,
+keeping only the bits momentum destroys; method="stored" runs it in float64, keeps w_t and v_t for
+every step, and reads them back. Both share the reverse loop `_reverse`.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import ans, fixedpoint, mlp
+from .case import Result
+from .errors import InputError, TrainingError
+
+METHODS = ("reversible", "stored")
+BACKENDS = ("numpy", "numba")
+
+
+class Backend(NamedTuple):
+    """The hot loops one backend provides: the MLP passes and the exact momentum steps."""
+
+    loss_grad: object
+    loss_grad_hvp: object
+    exact_step: object
+    exact_unstep_w: object
+    exact_unstep_v: object
+
+
+class Trained(NamedTuple):
+    """What Algorithm 1 alone returns: w_T and the data loss ell on each step's batch."""
+
+    w_final: np.ndarray
+    train_losses: np.ndarray
+
+
+# --- the exact momentum step, on fixed-point w and v (per-entry alpha, gamma, n) -------------
+
+def exact_step(W, V, buf, g, alpha, gamma, n):
+    """Algorithm 1's update, exactly:  v <- gamma v - (1 - gamma) g;  w <- w + alpha v."""
+    V, buf = fixedpoint.mul_gamma(V, n, buf)
+    V = fixedpoint.sub(V, fixedpoint.to_fixed((1.0 - gamma) * g))
+    W = fixedpoint.add(W, fixedpoint.to_fixed(alpha * fixedpoint.from_fixed(V)))
+    return W, V, buf
+
+
+def exact_unstep_w(W, V, alpha):
+    """w_t = w_{t+1} - alpha v_{t+1}, subtracting the very increment `exact_step` added."""
+    return fixedpoint.sub(W, fixedpoint.to_fixed(alpha * fixedpoint.from_fixed(V)))
+
+
+def exact_unstep_v(V, buf, g, gamma, n):
+    """v_t = (v_{t+1} + (1 - gamma) g_t) / gamma, exactly (g_t recomputed bit for bit)."""
+    V = fixedpoint.add(V, fixedpoint.to_fixed((1.0 - gamma) * g))
+    return fixedpoint.div_gamma(V, n, buf)
+
+
+NUMPY = Backend(mlp.loss_grad, mlp.loss_grad_hvp, exact_step, exact_unstep_w, exact_unstep_v)
+
+
+def get_backend(name):
+    """The Backend called `name`: "numpy" (this package) or "numba" (revlearn.kernels)."""
+    if name == "numpy":
+        return NUMPY
+    if name == "numba":
+        try:
+            from revlearn.kernels import NUMBA
+        except ImportError as e:
+            raise InputError(f"backend='numba' needs numba ({e}); install it with "
+                             "`pip install numba`, or use backend='numpy'") from None
+        return NUMBA
+    raise InputError(f"unknown backend {name!r}; use one of {', '.join(map(repr, BACKENDS))}")
+
+
+# --- Algorithm 1 ---------------------------------------------------------------------------
+
+class _StepHyper(NamedTuple):
+    alpha: np.ndarray
+    gamma: np.ndarray
+    n: np.ndarray
+
+
+def _step_hyper(case, t):
+    """alpha_t, gamma_t and n_t = gamma_t 2**16 for every entry of w."""
+    expand = case.layout.expand
+    return _StepHyper(expand(case.alpha[t]), expand(case.gamma[t]),
+                      expand(fixedpoint.quantize_gamma(case.gamma[t])))
+
+
+def _batch_grad(be, case, t, w):
+    """L_t's data loss and gradient at w (penalty included), refusing a non-finite gradient."""
+    rows = case.batches[t]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, with context
+        ell, g = be.loss_grad(w, case.X_train[rows], case.y_train[rows], case.layout,
+                              case.activation)
+        g += case.lam * w
+    if not np.all(np.isfinite(g)):
+        group = case.layout.describe_group(case.layout.group_of(np.flatnonzero(~np.isfinite(g))[0]))
+        raise TrainingError(f"step {t}: the gradient is not finite (first in {group}); training "
+                            "diverged, use a smaller alpha or init_scale")
+    return ell, g
+
+
+def _train_exact(case, be):
+    """Algorithm 1 in fixed point: the final (W, V, buffer) and the training losses."""
+    W = _to_fixed_at(case, case.w0, "initialisation")
+    V = np.zeros(case.P, dtype=np.int64)
+    buf = ans.new_buffer(case.P)
+    losses = np.empty(case.T)
+    for t in range(case.T):
+        losses[t], g = _batch_grad(be, case, t, fixedpoint.from_fixed(W))
+        h = _step_hyper(case, t)
+        try:
+            W, V, buf = be.exact_step(W, V, buf, g, h.alpha, h.gamma, h.n)
+        except fixedpoint.RangeError as e:
+            raise _range_error(case, f"step {t}", e) from None
+    return W, V, buf, losses
+
+
+def _train_float(case, be, keep):
+    """Algorithm 1 in float64; with keep=True also every w_t and v_t, shape (T+1, P)."""
+    w, v = case.w0, np.zeros(case.P)
+    losses = np.empty(case.T)
+    ws = np.empty((case.T + 1, case.P)) if keep else None
+    vs = np.empty((case.T + 1, case.P)) if keep else None
+    for t in range(case.T):
+        if keep:
+            ws[t], vs[t] = w, v
+        losses[t], g = _batch_grad(be, case, t, w)
+        h = _step_hyper(case, t)
+        v = h.gamma * v - (1.0 - h.gamma) * g
+        w = w + h.alpha * v
+    if keep:
+        ws[-1], vs[-1] = w, v
+    return w, losses, ws, vs
+
+
+def train(case, exact=True, backend="numpy"):
+    """Algorithm 1 alone: w_T and the per-step training losses (data loss on each batch).
+
+    exact=True runs the fixed-point arithmetic the reversible hypergradient differentiates;
+    exact=False is plain float64 SGD with momentum, the baseline a user would otherwise run.
+    """
+    be = get_backend(backend)
+    if exact:
+        W, _, _, losses = _train_exact(case, be)
+        return Trained(fixedpoint.from_fixed(W), losses)
+    w, losses, _, _ = _train_float(case, be, keep=False)
+    return Trained(w, losses)
+
+
+def valid_loss(case, backend="numpy"):
+    """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
+    differentiates, as a plain function of the case (for finite differences and line searches)."""
+    w_T = train(case, backend=backend).w_final
+    return mlp.loss(w_T, case.X_valid, case.y_valid, case.layout, case.activation)
+
+
+# --- Algorithm 2 ---------------------------------------------------------------------------
+
+class _Reversal:
+    """Gives back w_t, v_{t+1} and then v_t by undoing Algorithm 1 in fixed point."""
+
+    def __init__(self, be, W, V, buf):
+        self.be, self.W, self.V, self.buf = be, W, V, buf
+
+    def w_and_v_next(self, t, h):
+        v_next = fixedpoint.from_fixed(self.V)
+        self.W = self.be.exact_unstep_w(self.W, self.V, h.alpha)
+        return fixedpoint.from_fixed(self.W), v_next
+
+    def v(self, t, h, g):
+        self.V, self.buf = self.be.exact_unstep_v(self.V, self.buf, g, h.gamma, h.n)
+        return fixedpoint.from_fixed(self.V)
+
+
+class _Stored:
+    """Gives back w_t, v_{t+1} and v_t from the trajectory kept in memory."""
+
+    def __init__(self, ws, vs):
+        self.ws, self.vs = ws, vs
+
+    def w_and_v_next(self, t, h):
+        return self.ws[t], self.vs[t + 1]
+
+    def v(self, t, h, g):
+        return self.vs[t]
+
+
+def hypergradient(case, method="reversible", backend="numpy"):
+    """The gradient of f(w_T) = ell(w_T; X_valid, y_valid) with respect to every hyperparameter.
+
+    Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma, d_init_scale, d_l2, d_w0,
+    d_X_train (when case.grad_train_inputs), exact_recovery, buffer_bits, train_losses.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
+    be = get_backend(backend)
+    if method == "reversible":
+        W, V, buf, losses = _train_exact(case, be)
+        w_T = fixedpoint.from_fixed(W)
+        traj = _Reversal(be, W, V, buf)
+        bits = ans.size_bits(buf)
+    else:
+        w_T, losses, ws, vs = _train_float(case, be, keep=True)
+        traj = _Stored(ws, vs)
+        bits = 64 * (ws.size + vs.size)
+    valid_loss, dw = be.loss_grad(w_T, case.X_valid, case.y_valid, case.layout, case.activation)
+    grads = _reverse(case, be, traj, dw)
+    if method == "reversible":
+        exact = bool(np.array_equal(traj.W, _to_fixed_at(case, case.w0, "initialisation"))
+                     and ans.is_initial(traj.buf) and not traj.V.any())
+    else:
+        exact = True
+    return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=exact, buffer_bits=int(bits),
+                  train_losses=losses, **grads)
+
+
+def _reverse(case, be, traj, dw):
+    """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields."""
+    lay, T = case.layout, case.T
+    dw, dv, d_lam = dw.copy(), np.zeros(case.P), np.zeros(case.P)
+    d_alpha, d_gamma = np.empty((T, lay.G)), np.empty((T, lay.G))
+    d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
+    for t in range(T - 1, -1, -1):
+        h = _step_hyper(case, t)
+        rows = case.batches[t]
+        w, v_next = traj.w_and_v_next(t, h)
+        d_alpha[t] = lay.group_dot(dw, v_next)
+        dv += h.alpha * dw
+        u = (1.0 - h.gamma) * dv
+        _, g, Hu, dX_u = be.loss_grad_hvp(w, u, case.X_train[rows], case.y_train[rows], lay,
+                                          case.activation, input_grad=d_X is not None)
+        g += case.lam * w
+        v = traj.v(t, h, g)
+        d_gamma[t] = lay.group_dot(dv, v + g)
+        dw -= Hu + case.lam * u
+        d_lam -= w * u
+        if d_X is not None:
+            np.subtract.at(d_X, rows, dX_u)
+        dv *= h.gamma
+    return dict(d_alpha=d_alpha, d_gamma=d_gamma, d_init_scale=lay.group_dot(dw, case.eps),
+                d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw, d_X_train=d_X)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+def _to_fixed_at(case, x, when):
+    try:
+        return fixedpoint.to_fixed(x)
+    except fixedpoint.RangeError as e:
+        raise _range_error(case, when, e) from None
+
+
+def _range_error(case, when, e):
+    group = case.layout.describe_group(case.layout.group_of(e.index))
+    return TrainingError(
+        f"{when}: {group} left the fixed-point range |value| < {fixedpoint.LIMIT:g} "
+        f"(entry {e.index}: {e.value}); use a smaller alpha or init_scale")

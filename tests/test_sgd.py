@@ -1,0 +1,194 @@
+"""Algorithms 1 and 2: hypergradients against finite differences of whole training runs, exact
+recovery, the stored-trajectory cross-check and the buffer size."""
+
+import numpy as np
+import pytest
+
+import revlearn
+from revlearn import check_grad, fixedpoint, mlp
+
+from conftest import small_spec
+
+RTOL = 1e-5  # the issue's bound for hypergradients against finite differences of training runs
+# relu nets are piecewise smooth: a smaller step makes crossing a kink within the stencil unlikely
+STEP = {"tanh": 1e-4, "relu": 1e-6}
+OUTPUTS = ("w_final", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0", "d_X_train")
+
+
+def valid_loss_after_training(case, **changes):
+    """f(w_T): train the case with some inputs replaced, from scratch, and evaluate."""
+    return revlearn.valid_loss(case.replace(**changes))
+
+
+@pytest.fixture
+def case_and_result(activation):
+    case = revlearn.make_case(small_spec(activation=activation, grad_train_inputs=True))
+    return case, revlearn.hypergradient(case)
+
+
+@pytest.mark.parametrize("name", ["alpha", "init_scale", "l2", "X_train"])
+def test_hypergradient_matches_finite_differences(case_and_result, name):
+    case, res = case_and_result
+    x, grad = getattr(case, name), getattr(res, "d_" + name)
+    last = tuple(s - 1 for s in x.shape)
+    check_grad(lambda x: valid_loss_after_training(case, **{name: x}), x, grad, directions=2,
+               coords=[(0,) * x.ndim, last], step=STEP[case.activation], rtol=RTOL, name=name)
+
+
+def test_gamma_hypergradient_matches_finite_differences_on_its_lattice(case_and_result, rng):
+    # gamma is quantised to n / 2**16: difference it with integer directions and step 2**-16
+    case, res = case_and_result
+    directions = [rng.integers(-2, 3, case.gamma.shape).astype(float) for _ in range(2)]
+    check_grad(lambda g: valid_loss_after_training(case, gamma=g), case.gamma, res.d_gamma,
+               directions=directions, coords=[(0, 0), (case.T - 1, case.G - 1)],
+               step=2.0**-16, rtol=RTOL, name="gamma")
+
+
+def test_w0_hypergradient_matches_finite_differences(case_and_result):
+    # w_0 = s[group] eps, so d f / d eps = s[group] d_w0
+    case, res = case_and_result
+    check_grad(lambda e: valid_loss_after_training(case, eps=e), case.eps,
+               case.layout.expand(case.init_scale) * res.d_w0, directions=2,
+               coords=[0, case.P - 1], step=STEP[case.activation], rtol=RTOL, name="eps")
+
+
+def test_per_weight_l2_hypergradient_matches_finite_differences(activation):
+    case = revlearn.make_case(small_spec(activation=activation, l2_per_weight=True))
+    res = revlearn.hypergradient(case)
+    assert res.d_l2.shape == (case.P,)
+    check_grad(lambda l2: valid_loss_after_training(case, l2=l2), case.l2, res.d_l2,
+               directions=2, coords=[0, case.P - 1], step=STEP[activation], rtol=RTOL, name="l2")
+
+
+def test_hypergradient_with_per_step_and_group_schedules(activation, rng):
+    T, G = 24, 6
+    case = revlearn.make_case(small_spec(
+        activation=activation, alpha=rng.uniform(0.05, 0.5, (T, G)).tolist(),
+        gamma=rng.uniform(0.5, 0.99, (T, G)).tolist(), init_scale=rng.uniform(0.2, 0.6, G).tolist(),
+        l2=rng.uniform(0, 0.05, G).tolist()))
+    res = revlearn.hypergradient(case)
+    check_grad(lambda a: valid_loss_after_training(case, alpha=a), case.alpha, res.d_alpha,
+               directions=2, step=STEP[activation], rtol=RTOL, name="alpha")
+    check_grad(lambda g: valid_loss_after_training(case, gamma=g), case.gamma, res.d_gamma,
+               directions=[rng.integers(-2, 3, (T, G)).astype(float)], step=2.0**-16, rtol=RTOL,
+               name="gamma")
+
+
+def test_a_wrong_hypergradient_is_caught(case_and_result):
+    # negative control: the check above fails for a hypergradient off by 1e-4
+    case, res = case_and_result
+    with pytest.raises(revlearn.GradientCheckError, match="analytic"):
+        check_grad(lambda a: valid_loss_after_training(case, alpha=a), case.alpha,
+                   res.d_alpha * (1 + 1e-4), directions=1, rtol=RTOL, name="alpha")
+
+
+def test_reversible_and_stored_agree(case_and_result):
+    case, rev = case_and_result
+    sto = revlearn.hypergradient(case, method="stored")
+    assert rev.exact_recovery and sto.exact_recovery
+    assert rev.valid_loss == pytest.approx(sto.valid_loss, rel=1e-10)
+    assert rev.valid_loss == revlearn.valid_loss(case)
+    for key in OUTPUTS:
+        a, b = getattr(rev, key), getattr(sto, key)
+        assert np.max(np.abs(a - b)) <= 1e-10 * np.max(np.abs(b)), key
+
+
+def test_result_has_the_design_shapes(case_and_result):
+    case, res = case_and_result
+    T, G, P = case.T, case.G, case.P
+    assert res.w_final.shape == (P,) and res.d_w0.shape == (P,)
+    assert res.d_alpha.shape == res.d_gamma.shape == (T, G)
+    assert res.d_init_scale.shape == res.d_l2.shape == (G,)
+    assert res.d_X_train.shape == case.X_train.shape
+    assert res.train_losses.shape == (T,)
+    assert isinstance(res.valid_loss, float) and isinstance(res.buffer_bits, int)
+    assert revlearn.hypergradient(case.replace(grad_train_inputs=False)).d_X_train is None
+
+
+def test_train_returns_the_hypergradient_runs_final_weights(small_case):
+    res = revlearn.hypergradient(small_case)
+    trained = revlearn.train(small_case)
+    assert np.array_equal(trained.w_final, res.w_final)
+    assert np.array_equal(trained.train_losses, res.train_losses)
+    plain = revlearn.train(small_case, exact=False)
+    assert np.allclose(plain.w_final, trained.w_final, rtol=0, atol=1e-12)
+    assert trained.train_losses[-1] < trained.train_losses[0]
+
+
+def long_case(gamma, T=1000, seed=0):
+    return revlearn.make_case(dict(layer_sizes=[5, 6, 4, 3], n_train=40, n_valid=20, n_iters=T,
+                                   batch_size=8, seed=seed, alpha=0.05, gamma=gamma,
+                                   init_scale=0.3, l2=0.001))
+
+
+def test_exact_recovery_after_1000_steps_with_extreme_gammas(rng):
+    T, G = 1000, 6
+    gamma = rng.uniform(2.0**-16, 1.0, (T, G))
+    gamma[::7] = 1.0
+    gamma[3::11] = 2.0**-16
+    gamma[5::13, 2] = 3 * 2.0**-16
+    case = long_case(gamma)
+    assert set(fixedpoint.quantize_gamma(case.gamma[:, 0])) >= {1, fixedpoint.D}
+    res = revlearn.hypergradient(case)
+    assert res.exact_recovery  # w_0 bit for bit, stack empty, every lane at its start
+    assert all(np.all(np.isfinite(getattr(res, k))) for k in OUTPUTS if k != "d_X_train")
+
+
+def test_float64_reversal_does_not_recover_w0():
+    # negative control: the same 1000 steps undone in float64 arithmetic miss w_0
+    case = long_case(0.9)
+    lay, T = case.layout, case.T
+    w, v = case.w0, np.zeros(case.P)
+    alpha, gamma = lay.expand(case.alpha[0]), lay.expand(case.gamma[0])
+
+    def grad(t, w):
+        rows = case.batches[t]
+        g = mlp.loss_grad(w, case.X_train[rows], case.y_train[rows], lay, case.activation)[1]
+        return g + case.lam * w
+
+    for t in range(T):
+        v = gamma * v - (1 - gamma) * grad(t, w)
+        w = w + alpha * v
+    for t in range(T - 1, -1, -1):
+        w = w - alpha * v
+        v = (v + (1 - gamma) * grad(t, w)) / gamma
+    assert not np.array_equal(w, case.w0)
+    assert np.max(np.abs(w - case.w0)) > 1e-3
+
+
+def test_buffer_size_is_within_the_bound_at_gamma_09():
+    case = long_case(0.9)
+    res = revlearn.hypergradient(case)
+    T, P = case.T, case.P
+    bound = T * P * np.log2(1 / case.gamma[0, 0])
+    assert res.exact_recovery
+    assert res.buffer_bits <= 1.1 * bound + 96 * P
+    assert res.buffer_bits >= bound  # a negative control on the accounting itself
+
+
+def test_unknown_method_or_backend_is_refused(small_case):
+    with pytest.raises(revlearn.InputError, match="unknown method 'exact'.*'reversible'"):
+        revlearn.hypergradient(small_case, method="exact")
+    with pytest.raises(revlearn.InputError, match="unknown backend 'cuda'"):
+        revlearn.hypergradient(small_case, backend="cuda")
+
+
+def test_leaving_the_fixed_point_range_names_step_and_group():
+    case = revlearn.make_case(small_spec(alpha=[[0.3] * 6] * 23 + [[0.3, 0.3, 1e6, 0.3, 0.3, 0.3]]))
+    with pytest.raises(revlearn.TrainingError, match=r"step 23: W2 \(group 2\).*smaller alpha"):
+        revlearn.hypergradient(case)
+
+
+def test_initialisation_outside_the_range_is_reported():
+    case = revlearn.make_case(small_spec(init_scale=1e4))
+    with pytest.raises(revlearn.TrainingError, match="initialisation.*init_scale"):
+        revlearn.train(case)
+
+
+def test_non_finite_gradient_names_the_step():
+    case = revlearn.make_case(small_spec(activation="relu", init_scale=1.0))
+    X = case.X_train.copy()
+    X[case.batches[5]] = 1e308  # finite inputs whose activations overflow at step 5 only
+    X[case.batches[:5].ravel()] = case.X_train[case.batches[:5].ravel()]
+    with pytest.raises(revlearn.TrainingError, match="step 5: the gradient is not finite"):
+        revlearn.hypergradient(case.replace(X_train=X))
