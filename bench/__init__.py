@@ -1,0 +1,1 @@
+"""revlearn's benchmarks: a pytest-benchmark grid and the report command."""
