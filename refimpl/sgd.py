@@ -40,7 +40,12 @@ BACKENDS = ("numpy", "numba")
 
 
 class Backend(NamedTuple):
-    """The hot loops one backend provides: the MLP passes and the exact momentum steps."""
+    """The hot loops one backend provides: the MLP passes and the exact momentum steps.
+
+    The exact steps take the fixed-point state (W, V, buffer) and return the next one; a backend
+    may update the arrays it is given in place (the numba backend does), so callers pass the
+    current state on and keep no other reference to it.
+    """
 
     loss_grad: object
     loss_grad_hvp: object
