@@ -15,7 +15,7 @@ decreasing order and a push in increasing order (`revlearn.ans`). Only moving wo
 the stack is sequential, so each step is split into passes: the arithmetic of every lane (decoding,
 encoding, the fixed-point updates) in loops without dependencies between lanes, which LLVM
 vectorises, and the word moves in two short sequential loops, lanes P-1 .. 0 taking words off the
-stack (`_refill`) and lanes 0 .. P-1 putting words on it (`_spill`, `_push`): the very words, in
+stack (`_refill`) and lanes 0 .. P-1 putting words on it (`_spill`): the very words, in
 the very places, that refimpl reads and writes.
 
 Errors are found as refimpl finds them: each check (a value out of range, an addition that wraps)
@@ -87,14 +87,18 @@ def _decode(x, n):
 def _encode(x, s, n):
     """Push s (0 <= s < n) into lane state x after its word, if any, went to the stack.
 
-    x' = (x div f_s) M + (x mod f_s) + c_s  (x < 2**63 is too wide for `_div`: an unsigned
-    division, which is a shift when n is the constant D)
+    x' = (x div f_s) M + (x mod f_s) + c_s. Here x < 2**63 is too wide for `_div`, so the
+    division is long, in two halves it can take: x = h M + l, h = q1 f + r1 (h < 2**39),
+    r1 M + l = q2 f + r2 (< f M <= 2**48); x div f = q1 M + q2 and x mod f = r2.
     """
     q = _div(M, n)
     rem = M - q * n
     f = q + 1 if s < rem else q
-    d = np.int64(np.uint64(x) // np.uint64(f))
-    return (d << PREC) + (x - d * f) + s * q + min(s, rem)
+    h = x >> PREC
+    q1 = _div(h, f)
+    t = ((h - q1 * f) << PREC) + (x & (M - 1))
+    q2 = _div(t, f)
+    return (((q1 << PREC) + q2) << PREC) + (t - q2 * f) + s * q + min(s, rem)
 
 
 @kernel(inline=True)
@@ -163,14 +167,22 @@ def _spill_over_D(x, stack, top):
 
 
 @kernel
-def _push(x, sym, n, stack, top):
-    """Lanes 0 .. P-1 push sym over n: spill a word when due, then encode."""
+def _spill(x, sym, n, stack, top):
+    """Lanes 0 .. P-1 about to push sym over n put their low word on the stack when
+    x div 2**39 >= f_sym (written always, kept when top moves past it)."""
     for i in range(len(x)):
         emit = _emits(x[i], sym[i], n[i])
         stack[top] = x[i] & WORD
         top += emit
-        x[i] = _encode(x[i] >> WORD_BITS if emit else x[i], sym[i], n[i])
+        x[i] = x[i] >> WORD_BITS if emit else x[i]
     return top
+
+
+@kernel
+def _encode_all(x, sym, n):
+    """Encode sym over n into every lane (after `_spill`)."""
+    for i in range(len(x)):
+        x[i] = _encode(x[i], sym[i], n[i])
 
 
 @kernel
@@ -289,7 +301,8 @@ def exact_unstep_v(V, buf, g, gamma, n):
     _raise_first(fails, (lambda i: (1.0 - gamma[i]) * g[i], None), len(V))
     top = _refill(x, stack, buf.top)
     _raise_if_dry(top, buf.top)
-    top = _push(x, sym, n, stack, top)
+    top = _spill(x, sym, n, stack, top)
+    _encode_all(x, sym, n)
     return V, Buffer(x, stack, top, max(buf.peak, top))
 
 
