@@ -42,9 +42,8 @@ def _div(a, b):
     """a div b for integers 0 <= a, 1 <= b with a + b < 2**53, by one float division.
 
     k = a div b is a float; fl(a / b) >= k since rounding is monotone, and when a / b is not an
-    integer, (k + 1) - a / b >= 1 / b exceeds half an ulp of a / b (a < 2**53), so
-    fl(a / b) < k + 1.
-    Truncating fl(a / b) gives k; unlike an int64 division, the loop around it can vectorise.
+    integer, (k + 1) - a / b >= 1 / b exceeds half an ulp of a / b (a < 2**53), so fl(a / b) stays
+    below k + 1. Truncating fl(a / b) gives k; unlike an int64 division, the loop can vectorise.
     """
     return np.int64(np.float64(a) / np.float64(b))
 
@@ -54,8 +53,9 @@ def _divmod(v, n):
     """(v div n, v mod n) with floor semantics for any int64 v and 1 <= n <= 2**16.
 
     Long division in two halves that `_div` can take: v = a 2**32 + b, 0 <= b < 2**32;
-    a = q1 n + r1 (floor, |a| < 2**31: exact in floats as in `_div`); r1 2**32 + b = q2 n + r2
-    with r1 2**32 + b < n 2**32 <= 2**48; then v = (q1 2**32 + q2) n + r2, 0 <= r2 < n.
+    a = q1 n + r1 (floor, |a| < 2**31: exact in floats as in `_div`, mirrored for a < 0);
+    r1 2**32 + b = q2 n + r2 with r1 2**32 + b < n 2**32 <= 2**48; then
+    v = (q1 2**32 + q2) n + r2, 0 <= r2 < n.
     """
     a = v >> 32
     q1 = np.int64(np.floor(np.float64(a) / np.float64(n)))
@@ -112,7 +112,7 @@ def _emits(x, s, n):
 
 @kernel(inline=True)
 def _fix(x):
-    """rint(x 2**52) where x `_fits`, else 0 (the caller reports the lane)."""
+    """rint(x 2**52) where |x| < 2**11, else 0 (the caller reports the lane)."""
     return np.int64(np.rint((x if abs(x) < LIMIT else 0.0) * SCALE))
 
 
