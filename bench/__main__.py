@@ -36,8 +36,8 @@ def grid(quick):
     out += [dict(kind="train", T=100, backend=b) for b in ("numpy", "numba")]
     horizons = (1000,) if quick else (1000, 10000)
     for T in horizons:
-        out += [dict(kind="hyper", T=T, backend="numba", method=m, phases=T == 1000)
-                for m in ("reversible", "stored")]
+        out += [dict(kind="hyper", T=T, backend="numba", method="reversible", phases=T == 1000),
+                dict(kind="hyper", T=T, backend="numba", method="stored")]
         out += [dict(kind="train", T=T, backend="numba")]
     out += [dict(kind="check", T=20)]
     peer_horizons = (100,) if quick else (100, 1000)

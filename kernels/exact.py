@@ -93,7 +93,7 @@ def _encode(x, s, n):
     """
     q = _div(M, n)
     rem = M - q * n
-    f = q + 1 if s < rem else q
+    f = _freq(s, n)
     h = x >> PREC
     q1 = _div(h, f)
     t = ((h - q1 * f) << PREC) + (x & (M - 1))
@@ -102,10 +102,11 @@ def _encode(x, s, n):
 
 
 @kernel(inline=True)
-def _emits(x, s, n):
-    """Pushing s over n first moves the low word of x to the stack: x div 2**39 >= f_s."""
+def _freq(s, n):
+    """f_s = q + [s < rem], the frequency of symbol s of the uniform code over n. Pushing s first
+    moves the low word of x to the stack when x div 2**39 >= f_s."""
     q = _div(M, n)
-    return x >> EMIT_SHIFT >= (q + 1 if s < M - q * n else q)
+    return q + 1 if s < M - q * n else q
 
 
 # --- fixed point on one entry ----------------------------------------------------------------
@@ -159,7 +160,7 @@ def _spill_over_D(x, stack, top):
     """Lanes 0 .. P-1 about to push a symbol over D put their low word on the stack when
     x div 2**39 >= f = 2**8. The word is written always and kept when top moves past it."""
     for i in range(len(x)):
-        emit = _emits(x[i], 0, D)
+        emit = x[i] >> EMIT_SHIFT >= _freq(0, D)
         stack[top] = x[i] & WORD
         top += emit
         x[i] = x[i] >> WORD_BITS if emit else x[i]
@@ -167,11 +168,11 @@ def _spill_over_D(x, stack, top):
 
 
 @kernel
-def _spill(x, sym, n, stack, top):
-    """Lanes 0 .. P-1 about to push sym over n put their low word on the stack when
-    x div 2**39 >= f_sym (written always, kept when top moves past it)."""
+def _spill(x, f, stack, top):
+    """Lanes 0 .. P-1 about to push a symbol of frequency f put their low word on the stack when
+    x div 2**39 >= f (written always, kept when top moves past it)."""
     for i in range(len(x)):
-        emit = _emits(x[i], sym[i], n[i])
+        emit = x[i] >> EMIT_SHIFT >= np.int64(f[i])
         stack[top] = x[i] & WORD
         top += emit
         x[i] = x[i] >> WORD_BITS if emit else x[i]
@@ -182,7 +183,7 @@ def _spill(x, sym, n, stack, top):
 def _encode_all(x, sym, n):
     """Encode sym over n into every lane (after `_spill`)."""
     for i in range(len(x)):
-        x[i] = _encode(x[i], sym[i], n[i])
+        x[i] = _encode(x[i], np.int64(sym[i]), n[i])
 
 
 @kernel
@@ -238,9 +239,10 @@ def _unstep_w(W, V, alpha):
 
 
 @kernel
-def _add_grad_and_div_gamma(V, x, g, gamma, n, sym):
+def _add_grad_and_div_gamma(V, x, g, gamma, n, sym, f):
     """v <- v + fix((1 - gamma) g);  r = decode(x over D);  v = hi n + lo, lo D + r = v' n + s,
-    v <- hi D + v'  (s into sym, for the push over n). Returns the first lane out of range and the
+    v <- hi D + v'  (s into sym and its frequency into f, for the push over n, whose sequential
+    word loop is then a comparison per lane). Returns the first lane out of range and the
     first that wraps."""
     P = len(x)
     f1 = f2 = P
@@ -255,7 +257,9 @@ def _add_grad_and_div_gamma(V, x, g, gamma, n, sym):
         z = lo * D + r
         q = _div(z, n[i])
         V[i] = hi * D + q
-        sym[i] = z - q * n[i]
+        s = z - q * n[i]
+        sym[i] = s
+        f[i] = _freq(s, n[i])
     return f1, f2
 
 
@@ -296,12 +300,14 @@ def exact_unstep_v(V, buf, g, gamma, n):
     V, x = _ints(V), _ints(buf.x)
     g, gamma, n = _floats(g), _floats(gamma), _ints(n)
     stack = ans._reserve(buf.stack, buf.top + len(V))
-    sym = np.empty(len(V), np.int64)
-    fails = _add_grad_and_div_gamma(V, x, g, gamma, n, sym)
+    # scratch in the narrowest types that hold s < 2**16 and f <= 2**24: fresh int64 arrays of
+    # this size would cost more in page faults than the loops they serve
+    sym, f = np.empty(len(V), np.uint16), np.empty(len(V), np.uint32)
+    fails = _add_grad_and_div_gamma(V, x, g, gamma, n, sym, f)
     _raise_first(fails, (lambda i: (1.0 - gamma[i]) * g[i], None), len(V))
     top = _refill(x, stack, buf.top)
     _raise_if_dry(top, buf.top)
-    top = _spill(x, sym, n, stack, top)
+    top = _spill(x, f, stack, top)
     _encode_all(x, sym, n)
     return V, Buffer(x, stack, top, max(buf.peak, top))
 
