@@ -18,6 +18,7 @@ from revlearn import ans, kernels, mlp, sgd
 from revlearn import fixedpoint as fp
 from revlearn.kernels import exact, jit
 from revlearn.kernels import mlp as kmlp
+from revlearn.kernels import sgd as ksgd
 
 from conftest import small_spec
 
@@ -159,6 +160,21 @@ def test_a_dry_stack_is_refused():
     buf = ans.Buffer(np.full(3, ans.LOW, dtype=np.int64), np.empty(0, np.uint32), 0, 0)
     with pytest.raises(RuntimeError, match="underflow"):
         exact.exact_unstep_v(np.zeros(3, np.int64), buf, np.zeros(3), np.ones(3), np.full(3, fp.D))
+
+
+def test_adjoint_updates_are_bit_identical_to_refimpl(rng):
+    P = 1001
+    arrays = rng.standard_normal((6, P))
+    ref = sgd.Adjoint(*(a.copy() for a in arrays[:3]))
+    ker = sgd.Adjoint(*(a.copy() for a in arrays[:3]))
+    alpha, gamma, lam = rng.uniform(0, 1, (3, P))
+    u, u_k = sgd.adjoint_v(ref, alpha, gamma), ksgd.adjoint_v(ker, alpha, gamma)
+    assert np.array_equal(u, u_k)
+    sgd.adjoint_w(ref, arrays[3], u, arrays[4], lam, gamma)
+    ksgd.adjoint_w(ker, arrays[3], u_k, arrays[4], lam, gamma)
+    for a, b in zip(ref, ker, strict=True):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(ref.dw, arrays[0])  # the updates happened in place
 
 
 # --- the MLP passes ---------------------------------------------------------------------------
@@ -309,7 +325,7 @@ def policy_violations(dispatcher):
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no dispatchers without the JIT")
 def test_every_kernel_follows_the_one_jit_policy():
-    found = [obj for module in (exact, kmlp, jit) for obj in vars(module).values()
+    found = [obj for module in (exact, kmlp, ksgd, jit) for obj in vars(module).values()
              if isinstance(obj, numba.core.registry.CPUDispatcher)]
     assert len(found) >= 20
     assert {id(k) for k in found} == {id(k) for k in jit.KERNELS}
