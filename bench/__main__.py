@@ -1,6 +1,7 @@
 """The benchmark report: a grid of configurations, each in a fresh process, and a table of ratios.
 
     python -m bench [--quick] [--repeats N] [--threads N] [--out bench/report.json]
+    python -m bench --from bench/report.json --markdown      # the table of a saved run, again
 
 Each configuration runs in its own process (`bench.worker`), which times it after warming the
 JIT and reports its peak resident memory. Times are medians over the repeats. The table compares:
@@ -182,6 +183,14 @@ def _peer_rows(results):
     return rows
 
 
+def format_markdown(rows):
+    lines = ["| ratio | value | target | detail |", "|---|---:|---|---|"]
+    for what, value, target, detail in rows:
+        shown = "n/a" if value is None else f"{value:.3g}"
+        lines.append(f"| {what.strip()} | {shown} | {target} | {detail} |")
+    return "\n".join(lines)
+
+
 def format_table(rows):
     width = max(len(r[0]) for r in rows)
     lines = [f"{'ratio':<{width}}  {'value':>9}  {'target':<18}  detail"]
@@ -198,7 +207,16 @@ def main(argv=None):
                         help="timed runs per configuration (default 5, or 3 with --quick)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/report.json")
+    parser.add_argument("--from", dest="saved", help="print the table of a saved report instead")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
+    fmt = format_markdown if args.markdown else format_table
+    if args.saved:
+        saved = json.loads(Path(args.saved).read_text())
+        print(f"machine: {saved['machine']}; threads {saved['threads']}; medians of "
+              f"{saved['repeats']} runs")
+        print(fmt(table(saved["results"])))
+        return
     repeats = args.repeats or (3 if args.quick else 5)
     results = []
     for cfg in grid(args.quick):
@@ -212,7 +230,7 @@ def main(argv=None):
     print(f"machine: {machine}")
     print(f"problem: {MNIST}; threads {args.threads}; medians of {repeats} runs "
           "(1 run at T = 10000)")
-    print(format_table(rows))
+    print(fmt(rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(dict(machine=machine, threads=args.threads,
                                               repeats=repeats, quick=args.quick, rows=rows,
