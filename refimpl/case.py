@@ -7,7 +7,7 @@ as the effective values n / 2**16 the engine uses and reports.
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -134,9 +134,6 @@ class Result:
     exact_recovery: bool
     buffer_bits: int
     train_losses: np.ndarray
-
-    def asdict(self):
-        return asdict(self)
 
 
 # --- specs ----------------------------------------------------------------------------------

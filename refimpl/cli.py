@@ -1,0 +1,94 @@
+"""The `revlearn` command: oracle case files and the check of another implementation's answers.
+
+Exit codes: 0 ok, 1 mismatch (check), 2 bad input (with a one-line reason on stderr).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import oracle, sgd
+from .case import make_case
+from .errors import InputError, TrainingError
+
+
+def _oracle(args):
+    try:
+        spec = json.loads(Path(args.spec).read_text())
+    except FileNotFoundError:
+        raise InputError(f"spec file {args.spec} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read spec file {args.spec}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"spec file {args.spec} is not valid JSON: {e}") from None
+    oracle.check_writable(args.output)
+    case = make_case(spec)
+    start = time.perf_counter()
+    result = sgd.hypergradient(case, method=args.method, backend=args.backend)
+    seconds = time.perf_counter() - start
+    oracle.write_case(args.output, case, result)
+    print(f"wrote {args.output}: {case.layer_sizes} {case.activation}, T = {case.T}, "
+          f"B = {case.batches.shape[1]}, P = {case.P}, method {args.method}, backend "
+          f"{args.backend}, {seconds:.2f} s")
+    print(f"valid_loss {result.valid_loss:.10g}, exact_recovery {result.exact_recovery}, "
+          f"buffer_bits {result.buffer_bits}")
+    return 0
+
+
+def _check(args):
+    rows = oracle.compare(args.case, args.theirs, rtol=args.rtol, atol=args.atol)
+    print(oracle.format_table(rows))
+    bad = [r.key for r in rows if not r.ok]
+    if bad:
+        print(f"MISMATCH in {', '.join(bad)} (rtol {args.rtol:g}, atol "
+              f"{'scaled per key' if args.atol is None else args.atol})")
+        return 1
+    print(f"all {len(rows)} outputs agree (rtol {args.rtol:g})")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="revlearn", description="Exact hypergradients through reversible learning.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("oracle", help="write a case file: every input and the exact answers",
+                       description="Build the case a spec describes, compute its hypergradients "
+                       "and write every input and output to one .npz (see the README's "
+                       "'Case files').")
+    p.add_argument("spec", metavar="SPEC.json", help="the spec (JSON object)")
+    p.add_argument("-o", "--output", metavar="CASE.npz", required=True, help="case file to write")
+    p.add_argument("--backend", choices=sgd.BACKENDS, default="numpy")
+    p.add_argument("--method", choices=sgd.METHODS, default="reversible")
+    p.set_defaults(func=_oracle)
+
+    p = sub.add_parser("check", help="compare another implementation's answers with a case",
+                       description="Compare every output key THEIRS.npz holds with the case's "
+                       "reference. An element passes when |theirs - ref| <= atol + rtol |ref|; "
+                       "by default atol is rtol * 1e-3 * max|ref| per key. Exit 0 when all agree, "
+                       "1 on a mismatch, 2 when a file cannot be used.")
+    p.add_argument("case", metavar="CASE.npz")
+    p.add_argument("theirs", metavar="THEIRS.npz")
+    p.add_argument("--rtol", type=float, default=oracle.RTOL)
+    p.add_argument("--atol", type=float, default=None)
+    p.set_defaults(func=_check)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, TrainingError) as e:
+        print(f"revlearn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"revlearn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

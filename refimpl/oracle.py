@@ -1,0 +1,229 @@
+"""Oracle case files (DESIGN §5): every input of a problem and the reference answers in one .npz.
+
+`write_case` writes one atomically (a crash never leaves a half-written file under the final name);
+`read_case` reads one strictly (no pickle; every key present with its dtype and shape; the inputs
+checked as a Case); `compare` sets another implementation's outputs against the reference.
+
+An element of an output passes when |theirs - reference| <= atol + rtol |reference|. With no atol
+given, atol is rtol * 1e-3 * max |reference| for that key: entries a thousand times smaller than
+the key's largest are compared on the key's scale, where another implementation's round-off
+lives, instead of their own.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .case import Case
+from .errors import InputError
+
+INPUT_KEYS = ("spec", "layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid",
+              "batches", "eps", "alpha", "gamma", "init_scale", "l2")
+OUTPUT_KEYS = ("w_final", "valid_loss", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0",
+               "d_X_train", "exact_recovery", "buffer_bits")
+EXACT_KEYS = ("exact_recovery", "buffer_bits")
+RTOL = 1e-6
+ATOL_SCALE = 1e-3
+
+
+def case_arrays(case, result):
+    """The DESIGN §5 keys of a case and its result, as arrays ready for np.savez."""
+    arrays = {"spec": np.array(json.dumps(case.spec, sort_keys=True)),
+              "layer_sizes": np.array(case.layer_sizes, dtype=np.int64),
+              "activation": np.array(case.activation)}
+    arrays.update({k: getattr(case, k) for k in INPUT_KEYS[3:]})
+    arrays.update({k: np.asarray(getattr(result, k)) for k in OUTPUT_KEYS
+                   if getattr(result, k) is not None})
+    arrays["exact_recovery"] = np.array(bool(result.exact_recovery))
+    arrays["buffer_bits"] = np.array(result.buffer_bits, dtype=np.int64)
+    return arrays
+
+
+def check_writable(path):
+    """Refuse, before any work, an output path whose folder is missing or that is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name such as {path}/case.npz")
+    if not path.parent.is_dir():
+        raise InputError(f"the folder of output {path} does not exist; create {path.parent} first")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"cannot write into {path.parent}")
+
+
+def write_case(path, case, result):
+    """Write the case file atomically: a temporary file in the same folder, fsync, rename."""
+    check_writable(path)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **case_arrays(case, result))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_npz(path, what):
+    """Every array of an .npz file (no pickle), or an InputError saying why it cannot be read."""
+    try:
+        with open(path, "rb") as fh:  # closed even when np.load fails half-way
+            f = np.load(fh, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise InputError(f"{what} {path} is a single .npy array, not an .npz file")
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{what} {path} is not a readable .npz file ({reason})") from None
+
+
+class Reference(NamedTuple):
+    """A case file read back: the Case and its reference outputs (DESIGN §5 keys)."""
+
+    case: Case
+    outputs: dict
+
+
+def read_case(path):
+    """The Case and the reference outputs of a case file, after checking every key."""
+    a = load_npz(path, "case file")
+    missing = [k for k in INPUT_KEYS + OUTPUT_KEYS if k not in a and k != "d_X_train"]
+    if missing:
+        raise InputError(f"case file {path} lacks {', '.join(missing)}")
+    for key in ("spec", "activation"):
+        if a[key].ndim != 0 or a[key].dtype.kind != "U":
+            raise InputError(f"case file {path}: {key} must be a 0-d string, not {_desc(a[key])}")
+    try:
+        spec = json.loads(str(a["spec"]))
+    except json.JSONDecodeError as e:
+        raise InputError(f"case file {path}: spec is not JSON ({e})") from None
+    inputs = {k: a[k] for k in INPUT_KEYS[3:]}
+    for key, arr in inputs.items():
+        if arr.dtype.kind not in ("iu" if key in ("y_train", "y_valid", "batches") else "f"):
+            raise InputError(f"case file {path}: {key} is {arr.dtype}, expected "
+                             f"{'int64' if key[0] in 'yb' else 'float64'}")
+    try:
+        case = Case(layer_sizes=tuple(a["layer_sizes"].tolist()), activation=str(a["activation"]),
+                    grad_train_inputs="d_X_train" in a, spec=spec, **inputs)
+    except InputError as e:
+        raise InputError(f"case file {path}: {e}") from None
+    if not np.array_equal(case.gamma, a["gamma"]):
+        raise InputError(f"case file {path}: gamma holds values that are not n / 2**16 "
+                         "(case files store the effective, quantised gamma)")
+    outputs = {k: a[k] for k in OUTPUT_KEYS if k in a}
+    for key, arr in outputs.items():
+        _check_output(f"case file {path}", key, arr, case)
+    return Reference(case, outputs)
+
+
+def expected_shape(key, case):
+    """The shape output `key` has for `case`."""
+    return {"w_final": (case.P,), "valid_loss": (), "d_alpha": case.alpha.shape,
+            "d_gamma": case.gamma.shape, "d_init_scale": case.init_scale.shape,
+            "d_l2": case.l2.shape, "d_w0": (case.P,), "d_X_train": case.X_train.shape,
+            "exact_recovery": (), "buffer_bits": ()}[key]
+
+
+def _check_output(where, key, arr, case):
+    kinds, name = {"exact_recovery": ("b", "bool"),
+                   "buffer_bits": ("iu", "an integer")}.get(key, ("f", "float64"))
+    if arr.dtype.kind not in kinds:
+        raise InputError(f"{where}: {key} is {arr.dtype}; expected {name}")
+    if arr.shape != expected_shape(key, case):
+        raise InputError(f"{where}: {key} has shape {arr.shape}; the case needs "
+                         f"{expected_shape(key, case)}")
+    if kinds == "f" and not np.all(np.isfinite(arr)):
+        raise InputError(f"{where}: {key} has NaN or infinite entries")
+
+
+class Row(NamedTuple):
+    """One line of the comparison table."""
+
+    key: str
+    shape: tuple
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+def compare(case_path, theirs_path, rtol=RTOL, atol=None):
+    """Compare every output key THEIRS holds with the case's reference; a list of `Row`.
+
+    Refuses (InputError) a THEIRS that is not an .npz, holds an unknown key, an input that differs
+    from the case's, an output of the wrong dtype or shape, a NaN, or no output at all.
+    """
+    if not rtol >= 0 or (atol is not None and not atol >= 0):
+        raise InputError(f"rtol and atol must be >= 0; received rtol={rtol}, atol={atol}")
+    ref = read_case(case_path)
+    theirs = load_npz(theirs_path, "file")
+    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS))
+    if unknown:
+        raise InputError(f"{theirs_path} holds unknown key(s) {', '.join(unknown)}; the output "
+                         f"keys are {', '.join(OUTPUT_KEYS)}")
+    for key in INPUT_KEYS:
+        if key in theirs and not _same_input(key, theirs[key], ref):
+            raise InputError(f"{theirs_path} holds {key} different from the case's: its answers "
+                             "are for another problem")
+    keys = [k for k in OUTPUT_KEYS if k in theirs]
+    if not keys:
+        raise InputError(f"{theirs_path} holds none of the output keys {', '.join(OUTPUT_KEYS)}")
+    if "d_X_train" in theirs and "d_X_train" not in ref.outputs:
+        raise InputError(f"{theirs_path} holds d_X_train but the case has none (its spec sets "
+                         "grad_train_inputs false)")
+    rows = []
+    for key in keys:
+        _check_output(str(theirs_path), key, theirs[key], ref.case)
+        rows.append(_compare_key(key, theirs[key], ref.outputs[key], rtol, atol))
+    return rows
+
+
+def _same_input(key, theirs, ref):
+    if key == "spec":
+        try:
+            return json.loads(str(theirs)) == ref.case.spec
+        except json.JSONDecodeError:
+            return False
+    mine = np.asarray(ref.case.layer_sizes if key == "layer_sizes" else getattr(ref.case, key))
+    return theirs.shape == mine.shape and bool(np.all(theirs == mine))
+
+
+def _compare_key(key, theirs, ref, rtol, atol):
+    if key in EXACT_KEYS:
+        same = bool(theirs == ref)
+        return Row(key, ref.shape, float(abs(int(theirs) - int(ref))), 0.0 if same else np.inf,
+                   same)
+    err = np.abs(theirs - ref)
+    scale = np.max(np.abs(ref), initial=0.0)
+    tol = (rtol * ATOL_SCALE * scale if atol is None else atol) + rtol * np.abs(ref)
+    on_scale = np.abs(ref) > ATOL_SCALE * scale
+    max_rel = float(np.max(err[on_scale] / np.abs(ref[on_scale]), initial=0.0))
+    return Row(key, ref.shape, float(np.max(err, initial=0.0)), max_rel, bool(np.all(err <= tol)))
+
+
+def format_table(rows):
+    """The comparison as a text table: key, shape, max abs error, max rel error, ok."""
+    lines = [f"{'key':<15}{'shape':<16}{'max abs err':>13}{'max rel err':>13}  ok"]
+    for r in rows:
+        lines.append(f"{r.key:<15}{str(r.shape):<16}{r.max_abs:>13.3e}{r.max_rel:>13.3e}  "
+                     f"{'ok' if r.ok else 'MISMATCH'}")
+    return "\n".join(lines)
+
+
+def _desc(a):
+    return f"{a.dtype} array of shape {a.shape}"
