@@ -113,7 +113,7 @@ def handler(args, say=print):
         state, records = runner.run(job, out, options, state, records, say)
     except runner.Interrupted as e:
         runner.write_json(out / runner.RESULTS, runner.results_document(
-            options, records, None, [], time.perf_counter() - start, complete=False))
+            options, e.records, None, [], time.perf_counter() - start, complete=False))
         say(f"{e}; saved in {out}/. Continue with: revlearn run --resume {out}")
         return 130
     plt = plotting.pyplot()

@@ -102,7 +102,12 @@ def _clock(seconds):
 
 
 class Interrupted(Exception):
-    """Ctrl-C arrived; the run stopped with its last completed step saved."""
+    """Ctrl-C arrived; the run stopped with its last completed step saved (`records`: all the
+    completed steps' records)."""
+
+    def __init__(self, message, records):
+        super().__init__(message)
+        self.records = records
 
 
 def run(job, out, options, state, records, say=print):
@@ -127,7 +132,7 @@ def run(job, out, options, state, records, say=print):
                 f"elapsed {_clock(elapsed)}  remaining {_clock(left)}")
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {len(records)} of {job.n_steps} {job.unit}s "
-                          f"({len(records) - first} in this session)") from None
+                          f"({len(records) - first} in this session)", records) from None
     return state, records
 
 
