@@ -8,7 +8,7 @@ checkpoint), ``progress(record)`` (one line) and ``finish(state, records, out, p
 small, mnist_dir. `runner` does the loop, the checkpoints and Ctrl-C; `cli` the command line.
 """
 
-from . import chaos, data, l2, schedules
+from . import chaos, data, l2, omniglot, schedules
 
-PRESETS = {"schedules": schedules, "l2": l2, "data": data, "chaos": chaos}
+PRESETS = {"schedules": schedules, "l2": l2, "data": data, "omniglot": omniglot, "chaos": chaos}
 DEFAULT_PRESET = "schedules"
