@@ -113,7 +113,7 @@ class Job(common.MetaJob):
             axes[1, col].set_xlabel("training step t")
         axes[0, 0].set_ylabel("step size alpha_t")
         axes[1, 0].set_ylabel("momentum gamma_t")
-        axes[0, 1].legend(frameon=False, fontsize=8)
+        axes[1, 1].legend(frameon=False, fontsize=8, loc="lower left", ncol=2)
         files.append(plotting.save(plt, fig, out / "schedules.png"))
 
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
