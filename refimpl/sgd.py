@@ -27,6 +27,7 @@ keeping only the bits momentum destroys; method="stored" runs it in float64, kee
 every step, and reads them back. Both share the reverse loop `_reverse`.
 """
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -230,6 +231,8 @@ def hypergradient(case, method="reversible", backend="numpy"):
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
     be = get_backend(backend)
+    if method == "stored":
+        _check_trajectory_fits(case)
     if method == "reversible":
         W, V, buf, losses = _train_exact(case, be)
         w_T = fixedpoint.from_fixed(W)
@@ -276,6 +279,19 @@ def _reverse(case, be, traj, dw):
         dv *= h.gamma
     return dict(d_alpha=d_alpha, d_gamma=d_gamma, d_init_scale=lay.group_dot(dw, case.eps),
                 d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw, d_X_train=d_X)
+
+
+def _check_trajectory_fits(case):
+    """Refuse, before any work, a stored trajectory larger than this machine's memory."""
+    need = 2 * 8 * (case.T + 1) * case.P
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise InputError(f"method='stored' keeps w_t and v_t for all {case.T} steps: "
+                         f"{need / 2**30:.1f} GiB, more than this machine's "
+                         f"{have / 2**30:.1f} GiB; use method='reversible'")
 
 
 # --- errors --------------------------------------------------------------------------------

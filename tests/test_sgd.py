@@ -173,6 +173,15 @@ def test_unknown_method_or_backend_is_refused(small_case):
         revlearn.hypergradient(small_case, backend="cuda")
 
 
+def test_stored_method_refuses_a_trajectory_larger_than_memory(monkeypatch):
+    case = long_case(0.9, T=10)
+    monkeypatch.setattr(revlearn.sgd.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096,
+                                                                 "SC_PHYS_PAGES": 1}[name])
+    with pytest.raises(revlearn.InputError, match="'stored' keeps .* use method='reversible'"):
+        revlearn.hypergradient(case, method="stored")
+    assert revlearn.hypergradient(case).exact_recovery
+
+
 def test_leaving_the_fixed_point_range_names_step_and_group():
     case = revlearn.make_case(small_spec(alpha=[[0.3] * 6] * 23 + [[0.3, 0.3, 1e6, 0.3, 0.3, 0.3]]))
     with pytest.raises(revlearn.TrainingError, match=r"step 23: W2 \(group 2\).*smaller alpha"):
