@@ -12,6 +12,7 @@ from pathlib import Path
 from . import oracle, sgd
 from .case import make_case
 from .errors import InputError, TrainingError
+from .experiments.cli import add_parser as add_run_parser
 
 
 def _oracle(args):
@@ -74,6 +75,8 @@ def build_parser():
     p.add_argument("--rtol", type=float, default=oracle.RTOL)
     p.add_argument("--atol", type=float, default=None)
     p.set_defaults(func=_check)
+
+    add_run_parser(sub)
     return parser
 
 
