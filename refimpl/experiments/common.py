@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import meta, mlp, mnist
 from ..errors import InputError
+from . import runner
 
 OBJECTIVE_NAMES = {"valid": "validation", "train": "training"}
 
@@ -103,11 +104,6 @@ def loss_table(rows, test_name):
     return "\n".join(lines)
 
 
-def write_csv(path, header, rows):
-    from .runner import write_csv as _write
-    _write(path, header, rows)
-
-
 def write_history(path, records, keys, extra=None):
     """One row per step: the scalar `keys`, then a list-valued record field spread over columns
     named `extra = (field, names)`."""
@@ -115,4 +111,4 @@ def write_history(path, records, keys, extra=None):
     if extra is not None:
         header += [f"{extra[0]}_{n}" for n in extra[1]]
     rows = [[r[k] for k in keys] + (list(r[extra[0]]) if extra else []) for r in records]
-    write_csv(path, header, rows)
+    runner.write_csv(path, header, rows)

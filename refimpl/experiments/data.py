@@ -12,7 +12,7 @@ import numpy as np
 from .. import meta
 from ..case import Case
 from ..mlp import Layout
-from . import common, plotting
+from . import common, plotting, runner
 
 DESCRIPTION = "learn ten training images, one per class, from blank (paper Fig. 7)"
 SIZES = (784, 10)
@@ -62,7 +62,7 @@ class Job(common.MetaJob):
                   f"{images.min():.2f} to {images.max():.2f})")
         keys = ["i", "train_loss", "valid_loss", "test_loss", "test_error", "grad_norm"]
         common.write_history(out / "history.csv", records, keys)
-        common.write_csv(out / "images.csv", ["class"] + [f"pixel_{p}" for p in range(784)],
+        runner.write_csv(out / "images.csv", ["class"] + [f"pixel_{p}" for p in range(784)],
                          [[k] + list(case_f.X_train[k]) for k in range(10)])
         files = [str(out / "history.csv"), str(out / "images.csv")]
         if plt is not None:

@@ -14,7 +14,7 @@ import numpy as np
 from .. import meta
 from ..case import Case, sample_batches
 from ..mlp import Layout
-from . import common, plotting
+from . import common, plotting, runner
 
 DESCRIPTION = "learn one L2 penalty per weight of a logistic regression (paper Fig. 6)"
 SIZES = (784, 10)
@@ -66,7 +66,7 @@ class Job(common.MetaJob):
         table += f"\nlearned lam: median {mid:.3g}, 5-95 % {lo:.3g}-{hi:.3g} (from {LAM0:.3g})"
         keys = ["i", "train_loss", "valid_loss", "test_loss", "test_error", "grad_norm"]
         common.write_history(out / "history.csv", records, keys)
-        common.write_csv(out / "penalties.csv", ["pixel"] + [f"lam_class_{k}" for k in range(10)],
+        runner.write_csv(out / "penalties.csv", ["pixel"] + [f"lam_class_{k}" for k in range(10)],
                          [[p] + list(lam_W[p]) for p in range(784)])
         files = [str(out / "history.csv"), str(out / "penalties.csv")]
         if plt is not None:

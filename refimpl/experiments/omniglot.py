@@ -26,7 +26,7 @@ from .. import meta, multitask
 from .. import omniglot as data
 from ..case import Case
 from ..sgd import train
-from . import common, plotting
+from . import common, plotting, runner
 
 DESCRIPTION = "one net per task with a learned cross-task sharing penalty (paper Figs. 8-9)"
 K, T, N_TASKS = 40, 50, 10
@@ -127,7 +127,7 @@ class Job(common.MetaJob):
         common.write_history(out / "history.csv", records, keys,
                              extra=("l2", [lay.describe_group(g).split(" (")[0].replace(" ", "_")
                                            for g in range(lay.G)]))
-        common.write_csv(out / "table.csv", ["setting", "train_loss", "test_loss",
+        runner.write_csv(out / "table.csv", ["setting", "train_loss", "test_loss",
                                              "paper_train_loss", "paper_test_loss"], rows)
         files = [str(out / "history.csv"), str(out / "table.csv")]
         if plt is not None:

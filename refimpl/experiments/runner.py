@@ -15,12 +15,12 @@ Progress printing lives here, never in the maths.
 import csv
 import io
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import InputError
 
 CHECKPOINT = "checkpoint.npz"
@@ -28,33 +28,8 @@ RESULTS = "results.json"
 FORMAT = 1
 
 
-def atomic_write(path, data):
-    """Write bytes to path atomically: temporary file in the same folder, fsync, os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_json(path, obj):
-    atomic_write(path, (json.dumps(obj, indent=1, allow_nan=True) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=True) + "\n").encode())
 
 
 def write_csv(path, header, rows):
@@ -62,7 +37,7 @@ def write_csv(path, header, rows):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    atomic_write(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def write_checkpoint(out, options, arrays, records):
@@ -70,7 +45,7 @@ def write_checkpoint(out, options, arrays, records):
     meta = json.dumps({"format": FORMAT, "options": options, "records": records})
     buf = io.BytesIO()
     np.savez(buf, __job__=np.array(meta), **arrays)
-    atomic_write(Path(out) / CHECKPOINT, buf.getvalue())
+    atomic_write_bytes(Path(out) / CHECKPOINT, buf.getvalue())
 
 
 def read_checkpoint(out):

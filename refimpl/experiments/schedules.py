@@ -20,7 +20,7 @@ import numpy as np
 from .. import meta
 from ..case import Case, sample_batches
 from ..mlp import Layout
-from . import common, plotting
+from . import common, plotting, runner
 
 DESCRIPTION = "learn step-size and momentum schedules and init scales (paper Figs. 2, 3, 5)"
 SIZES = (784, 50, 50, 50, 10)
@@ -93,7 +93,7 @@ class Job(common.MetaJob):
                 "grad_norm"]
         common.write_history(out / "history.csv", records, keys, extra=("init_scale", names))
         rows = [[t] + list(case_f.alpha[t]) + list(case_f.gamma[t]) for t in range(case_f.T)]
-        common.write_csv(out / "schedules.csv", ["step"] + [f"alpha_{n}" for n in names]
+        runner.write_csv(out / "schedules.csv", ["step"] + [f"alpha_{n}" for n in names]
                          + [f"gamma_{n}" for n in names], rows)
         if plt is not None:
             files += self.plot(plt, out, case_f, records, trained, names)
