@@ -54,7 +54,12 @@ class Transform:
         self.name, self.forward, self.inverse, self.chain = name, forward, inverse, chain
 
 
-LOG = Transform("log", np.exp, np.log, lambda theta, h, dh: dh * h)
+def _log(h):
+    with np.errstate(divide="ignore"):  # log 0 = -inf: an entry at 0 stays there (see init)
+        return np.log(h)
+
+
+LOG = Transform("log", np.exp, _log, lambda theta, h, dh: dh * h)
 LOGIT = Transform("logit", lambda t: np.clip(_sigmoid(t), GAMMA_MIN, 1.0),
                   lambda h: _logit(np.clip(h, GAMMA_MIN, 1.0 - 2.0**-40)),
                   lambda theta, h, dh: dh * _sigmoid(theta) * _sigmoid(-theta))
@@ -155,15 +160,17 @@ class MetaStep:
 
 
 def init(case, config):
-    """The state before the first meta-iteration: theta = inverse transforms of case's values."""
+    """The state before the first meta-iteration: theta = inverse transforms of case's values.
+
+    On a log scale an entry at exactly 0 has theta = -inf, a zero meta-gradient (d f/d theta =
+    d f/d h * h) and a zero Adam step, so it stays 0: that freezes single entries, e.g. the biases'
+    penalties in a per-weight l2."""
     if "X_train" in config.learn and not case.grad_train_inputs:
         raise InputError("learning X_train needs a case built with grad_train_inputs=True")
-    if "l2" in config.learn and np.any(case.l2 <= 0):
-        raise InputError(f"l2 is learned on a log scale, so it must be > 0 everywhere; the case "
-                         f"has min {case.l2.min():g}")
-    for name in ("alpha", "init_scale"):
-        if name in config.learn and np.any(getattr(case, name) <= 0):
-            raise InputError(f"{name} is learned on a log scale, so it must be > 0 everywhere")
+    for name in ("alpha", "init_scale", "l2"):
+        if name in config.learn and not np.any(getattr(case, name) > 0):
+            raise InputError(f"{name} is learned on a log scale and is 0 everywhere in the case, "
+                             "so nothing would move; start it > 0")
     theta = {k: TRANSFORMS[k].inverse(getattr(case, k)) for k in config.learn}
     zeros = {k: np.zeros_like(v) for k, v in theta.items()}
     return MetaState(0, theta, zeros, {k: v.copy() for k, v in zeros.items()})

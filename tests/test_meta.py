@@ -170,5 +170,18 @@ def test_bad_configurations_are_refused(kwargs, match):
 def test_init_refuses_what_the_parametrisation_cannot_represent():
     with pytest.raises(revlearn.InputError, match="grad_train_inputs=True"):
         meta.init(revlearn.make_case(small_spec()), MetaConfig(learn=("X_train",)))
-    with pytest.raises(revlearn.InputError, match="l2 is learned on a log scale"):
+    with pytest.raises(revlearn.InputError, match="l2 is learned on a log scale and is 0"):
         meta.init(revlearn.make_case(small_spec(l2=0.0)), MetaConfig(learn=("l2",)))
+
+
+def test_entries_at_zero_stay_zero_on_a_log_scale():
+    # how a per-weight l2 leaves the biases unpenalised while the weights' penalties move
+    case = revlearn.make_case(small_spec(l2_per_weight=True))
+    l2 = case.layout.expand(np.array([0.02, 0.0] * 3))
+    config = MetaConfig(learn=("l2",), step_size=0.5)
+    state = meta.init(case.replace(l2=l2), config)
+    for _ in range(2):
+        state, _ = meta.step(case.replace(l2=l2), state, config)
+    learned = state.hyper()["l2"]
+    assert np.all(learned[l2 == 0] == 0)
+    assert np.all(learned[l2 > 0] > 0) and not np.allclose(learned[l2 > 0], 0.02)

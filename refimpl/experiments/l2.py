@@ -1,12 +1,12 @@
 """`revlearn run l2` (paper Fig. 6): one L2 penalty per weight of a logistic regression.
 
 784-10 logistic regression on 10,000 MNIST training images, T = 50 steps of batch 200 with
-alpha = 1, gamma = 0.9, init_scale = exp(-4); learned: lam_i for every one of the 7,850 parameters
-(the 7,840 weights drawn as ten 28x28 images, and the 10 biases), starting from
-lam = exp(log 0.01 + 1) = 0.027, on a log scale against the validation loss (10,000 images). The
-paper took 50 meta-iterations of plain gradient descent with step 1000 (the hypergradient of one
-of 7,840 penalties is tiny); here Adam at meta step 0.1 by default, and with --paper the paper's
-gradient descent.
+alpha = 1, gamma = 0.9, init_scale = exp(-4); learned: lam_i for every one of the 7,840 weights
+(drawn as ten 28x28 images; the 10 biases stay unpenalised, lam = 0, which a log scale keeps at
+0), starting from lam = exp(log 0.01 + 1) = 0.027, on a log scale against the validation loss
+(10,000 images). The paper took 50 meta-iterations of plain gradient descent with step 1000
+(the hypergradient of one of 7,840 penalties is tiny); here Adam at meta step 0.1 by default, and
+with --paper the paper's gradient descent.
 """
 
 import numpy as np
@@ -43,14 +43,16 @@ class Job(common.MetaJob):
                          y_valid=yv, batches=sample_batches(len(X), steps, batch, rng),
                          eps=rng.standard_normal(lay.P), alpha=np.full((steps, lay.G), ALPHA),
                          gamma=np.full((steps, lay.G), GAMMA),
-                         init_scale=np.full(lay.G, INIT_SCALE), l2=np.full(lay.P, LAM0))
+                         init_scale=np.full(lay.G, INIT_SCALE),
+                         l2=lay.expand(np.array([LAM0, 0.0])))
         self.config = meta.MetaConfig(learn=("l2",), optimizer=s["optimizer"],
                                       step_size=s["step_size"], objective="valid",
                                       seed=options["seed"], backend=options["backend"])
         self.n_steps = options["meta_iters"]
         self.headline = (f"784-10 logistic regression, {len(X)} MNIST training images, "
-                         f"T = {steps}, batch {batch}; learning {lay.P} L2 penalties (one per "
-                         f"parameter) with {s['optimizer']} on the validation loss")
+                         f"T = {steps}, batch {batch}; learning {lay.sizes[0]} L2 penalties "
+                         f"(one per weight; biases unpenalised) with {s['optimizer']} on the "
+                         "validation loss")
 
     def finish(self, state, records, out, plt):
         case_f, trained, final = self.final_evaluation(state)
