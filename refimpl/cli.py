@@ -50,8 +50,15 @@ def _check(args):
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors (unknown flag, missing value) on one line like every other."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="revlearn", description="Exact hypergradients through reversible learning.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
