@@ -30,6 +30,13 @@ class Case:
     Shapes: X_train (N, D), y_train (N,), X_valid (M, D), y_valid (M,), batches (T, B) row indices
     into X_train, eps (P,), alpha and gamma (T, G), init_scale (G,), l2 (G,) or (P,).
     Arrays are converted to float64/int64 (without a copy when they already are) and not copied.
+
+    model: None for the MLP of DESIGN §1 (layer_sizes, activation); or an object that replaces it
+    with `layout` (the groups of w: P, G, expand, group_sum, group_dot, group_of,
+    describe_group), `n_labels` (labels lie in [0, n_labels)), and the passes
+    ``loss_grad(w, X, y) -> (ell, g)`` and ``loss_grad_hvp(w, dv, X, y, input_grad) ->
+    (ell, g, H dv, dX or None)``, the g of both bit-identical (e.g. `multitask.MultiTaskMLP`).
+    Inputs still have layer_sizes[0] columns.
     """
 
     layer_sizes: tuple
@@ -46,6 +53,7 @@ class Case:
     l2: np.ndarray
     grad_train_inputs: bool = False
     spec: dict = field(default=None, repr=False)
+    model: object = field(default=None, repr=False)
 
     def __post_init__(self):
         set_ = object.__setattr__.__get__(self)
@@ -53,7 +61,8 @@ class Case:
         if self.activation not in ACTIVATIONS:
             raise InputError(f"unknown activation {self.activation!r}; "
                              f"use one of {', '.join(map(repr, ACTIVATIONS))}")
-        D, K = self.layer_sizes[0], self.layer_sizes[-1]
+        D = self.layer_sizes[0]
+        K = self.layer_sizes[-1] if self.model is None else self.model.n_labels
         for split in ("train", "valid"):
             X = _inputs(f"X_{split}", getattr(self, f"X_{split}"), D)
             y = _labels(f"y_{split}", getattr(self, f"y_{split}"), len(X), K)
@@ -78,7 +87,7 @@ class Case:
 
     @cached_property
     def layout(self):
-        return Layout(self.layer_sizes)
+        return Layout(self.layer_sizes) if self.model is None else self.model.layout
 
     @property
     def T(self):

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import oracle, sgd
 from .case import make_case
 from .errors import InputError, TrainingError
+from .experiments.cli import add_parser as add_run_parser
 
 
 def _oracle(args):
@@ -49,8 +50,15 @@ def _check(args):
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors (unknown flag, missing value) on one line like every other."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="revlearn", description="Exact hypergradients through reversible learning.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -74,6 +82,8 @@ def build_parser():
     p.add_argument("--rtol", type=float, default=oracle.RTOL)
     p.add_argument("--atol", type=float, default=None)
     p.set_defaults(func=_check)
+
+    add_run_parser(sub)
     return parser
 
 

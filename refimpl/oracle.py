@@ -12,13 +12,13 @@ lives, instead of their own.
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from .atomic import atomic_write
 from .case import Case
 from .errors import InputError
 
@@ -56,26 +56,10 @@ def check_writable(path):
 
 
 def write_case(path, case, result):
-    """Write the case file atomically: a temporary file in the same folder, fsync, rename."""
+    """Write the case file atomically (`atomic.atomic_write`), compressed."""
     check_writable(path)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **case_arrays(case, result))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    arrays = case_arrays(case, result)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def load_npz(path, what):

@@ -130,6 +130,17 @@ def get_backend(name):
     raise InputError(f"unknown backend {name!r}; use one of {', '.join(map(repr, BACKENDS))}")
 
 
+def passes(case, be):
+    """(loss_grad(w, X, y), loss_grad_hvp(w, dv, X, y, input_grad)) of the case's model: the
+    backend's MLP passes, or case.model's own when the case has one."""
+    if case.model is not None:
+        return case.model.loss_grad, case.model.loss_grad_hvp
+    lay, act = case.layout, case.activation
+    return (lambda w, X, y: be.loss_grad(w, X, y, lay, act),
+            lambda w, dv, X, y, input_grad: be.loss_grad_hvp(w, dv, X, y, lay, act,
+                                                             input_grad=input_grad))
+
+
 # --- Algorithm 1 ---------------------------------------------------------------------------
 
 class _StepHyper(NamedTuple):
@@ -149,8 +160,7 @@ def _batch_grad(be, case, t, w):
     """L_t's data loss and gradient at w (penalty included), refusing a non-finite gradient."""
     rows = case.batches[t]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, with context
-        ell, g = be.loss_grad(w, case.X_train[rows], case.y_train[rows], case.layout,
-                              case.activation)
+        ell, g = passes(case, be)[0](w, case.X_train[rows], case.y_train[rows])
         g += case.lam * w
     if not np.all(np.isfinite(g)):
         group = case.layout.describe_group(case.layout.group_of(np.flatnonzero(~np.isfinite(g))[0]))
@@ -211,6 +221,8 @@ def valid_loss(case, backend="numpy"):
     """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
     differentiates, as a plain function of the case (for finite differences and line searches)."""
     w_T = train(case, backend=backend).w_final
+    if case.model is not None:
+        return case.model.loss_grad(w_T, case.X_valid, case.y_valid)[0]
     return mlp.loss(w_T, case.X_valid, case.y_valid, case.layout, case.activation)
 
 
@@ -265,7 +277,7 @@ def hypergradient(case, method="reversible", backend="numpy"):
         w_T, losses, ws, vs = _train_float(case, be, keep=True)
         traj = _Stored(ws, vs)
         bits = 64 * (ws.size + vs.size)
-    valid_loss, dw = be.loss_grad(w_T, case.X_valid, case.y_valid, case.layout, case.activation)
+    valid_loss, dw = passes(case, be)[0](w_T, case.X_valid, case.y_valid)
     grads = _reverse(case, be, traj, dw)
     if method == "reversible":
         exact = bool(np.array_equal(traj.W, _to_fixed_at(case, case.w0, "initialisation"))
@@ -282,14 +294,15 @@ def _reverse(case, be, traj, dw):
     adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
     d_alpha, d_gamma = np.empty((T, lay.G)), np.empty((T, lay.G))
     d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
+    loss_grad_hvp = passes(case, be)[1]
     for t in range(T - 1, -1, -1):
         h = _step_hyper(case, t)
         rows = case.batches[t]
         w, v_next = traj.w_and_v_next(t, h)
         d_alpha[t] = lay.group_dot(adj.dw, v_next)
         u = be.adjoint_v(adj, h.alpha, h.gamma)  # dv += alpha dw;  u = (1 - gamma) dv
-        _, g, Hu, dX_u = be.loss_grad_hvp(w, u, case.X_train[rows], case.y_train[rows], lay,
-                                          case.activation, input_grad=d_X is not None)
+        _, g, Hu, dX_u = loss_grad_hvp(w, u, case.X_train[rows], case.y_train[rows],
+                                       input_grad=d_X is not None)
         g += case.lam * w
         v = traj.v(t, h, g)
         d_gamma[t] = lay.group_dot(adj.dv, v + g)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import ans, kernels, mlp, sgd
+from revlearn import ans, kernels, mlp, multitask, sgd
 from revlearn import fixedpoint as fp
+from revlearn.case import Case, sample_batches
 from revlearn.kernels import exact, jit
 from revlearn.kernels import mlp as kmlp
 from revlearn.kernels import sgd as ksgd
@@ -295,6 +296,23 @@ def test_stored_method_and_training_match_refimpl(small_case):
     ref, ker = (revlearn.hypergradient(small_case, method="stored", backend=b)
                 for b in ("numpy", "numba"))
     for key in ("w_final",) + FLOATS[:-1]:
+        assert_close(getattr(ref, key), getattr(ker, key), key)
+
+
+def test_a_case_with_its_own_model_runs_on_the_numba_steps(rng):
+    # case.model brings its own passes; the exact steps and adjoint updates are the backend's
+    model = multitask.MultiTaskMLP((5, 6, 3), "tanh", 3)
+    lay, T = model.layout, 15
+    case = Case(layer_sizes=(5, 6, 3), activation="tanh", X_train=rng.standard_normal((30, 5)),
+                y_train=rng.integers(0, 9, 30), X_valid=rng.standard_normal((20, 5)),
+                y_valid=rng.integers(0, 9, 20), batches=sample_batches(30, T, 10, rng),
+                eps=rng.standard_normal(lay.P), alpha=np.full((T, lay.G), 0.3),
+                gamma=np.full((T, lay.G), 0.9), init_scale=np.full(lay.G, 0.4),
+                l2=rng.uniform(0.01, 0.1, lay.G), model=model)
+    ref, ker = (revlearn.hypergradient(case, backend=b) for b in ("numpy", "numba"))
+    assert ker.exact_recovery and ref.buffer_bits == ker.buffer_bits
+    assert np.array_equal(ref.w_final, ker.w_final)
+    for key in FLOATS[:-1]:
         assert_close(getattr(ref, key), getattr(ker, key), key)
 
 

@@ -225,7 +225,21 @@ def test_oracle_on_mnist_and_stored_method(capsys, tmp_path):
     assert code == 0, out
 
 
-@pytest.mark.parametrize("command", ["oracle", "check"])
+@pytest.mark.parametrize("argv, message", [
+    (["check", "case.npz"], "revlearn check: error: the following arguments are required: "
+                            "THEIRS.npz (see revlearn check --help)"),
+    (["oracle", "spec.json"], "revlearn oracle: error: the following arguments are required: -o"),
+    (["run", "--bogus"], "revlearn: error: unrecognized arguments: --bogus"),
+    (["frobnicate"], "revlearn: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_argparse_errors_are_one_line_and_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("command", ["oracle", "check", "run"])
 def test_every_subcommand_has_help(command):
     out = subprocess.run([sys.executable, "-m", "revlearn", command, "--help"],
                          capture_output=True, text=True)

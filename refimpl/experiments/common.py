@@ -1,0 +1,114 @@
+"""What the meta-optimizing presets share: data, evaluation, the Job around `revlearn.meta`."""
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import meta, mlp, mnist
+from ..errors import InputError
+from . import runner
+
+OBJECTIVE_NAMES = {"valid": "validation", "train": "training"}
+
+
+def mnist_splits(options, n_train, n_valid, n_test):
+    """(X_train, y_train, X_valid, y_valid, X_test, y_test, test_name) from MNIST.
+
+    Training and validation rows are the embedded canonical training images 0-9,999 and
+    10,000-19,999. The test set is all 10,000 t10k images when options["mnist_dir"] names a folder
+    with the canonical files, else the embedded 5,000 (every other t10k image).
+    """
+    X_train, y_train, X_valid, y_valid = mnist.embedded()
+    if options.get("mnist_dir"):
+        full = mnist.load_mnist(options["mnist_dir"])
+        X_test = full.test_images.astype(np.float64) / 255.0
+        y_test, test_name = full.test_labels, f"t10k ({len(full.test_labels)} images)"
+    else:
+        X_test, y_test = mnist.embedded_test()
+        test_name = f"embedded t10k subset ({len(y_test)} images)"
+    if n_test < len(y_test):
+        test_name += f", first {n_test}"
+    return (X_train[:n_train], y_train[:n_train], X_valid[:n_valid], y_valid[:n_valid],
+            X_test[:n_test], y_test[:n_test], test_name)
+
+
+def losses(case, w, X, y):
+    """ell(w; X, y) and the error rate of the case's MLP."""
+    z = mlp.predict(w, X, case.layout, case.activation)
+    ell = mlp.loss(w, X, y, case.layout, case.activation)
+    return ell, float(np.mean(np.argmax(z, axis=1) != y))
+
+
+def check_mnist_dir(options):
+    d = options.get("mnist_dir")
+    if d is not None and not Path(d).is_dir():
+        raise InputError(f"--mnist {d}: no such folder; give the folder holding the canonical "
+                         "MNIST files (t10k-images-idx3-ubyte.gz, ...)")
+
+
+class MetaJob:
+    """A Job whose steps are meta-iterations of `revlearn.meta` on one base case.
+
+    Subclasses set self.case, self.config, self.n_steps, self.X_test, self.y_test in __init__,
+    and may extend `record` and `progress`.
+    """
+
+    unit = "meta-iteration"
+
+    def initial_state(self):
+        return meta.init(self.case, self.config)
+
+    def state_arrays(self, state):
+        return state.to_arrays()
+
+    def state_from_arrays(self, arrays):
+        return meta.MetaState.from_arrays(arrays)
+
+    def step(self, state):
+        new, outcome = meta.step(self.case, state, self.config)
+        return new, self.record(state, outcome)
+
+    def evaluate(self, case_i, w):
+        """Losses of w_T on the training, validation and test sets."""
+        train, _ = losses(case_i, w, case_i.X_train, case_i.y_train)
+        valid, valid_err = losses(case_i, w, self.case.X_valid, self.case.y_valid)
+        test, test_err = losses(case_i, w, self.X_test, self.y_test)
+        return dict(train_loss=train, valid_loss=valid, valid_error=valid_err, test_loss=test,
+                    test_error=test_err)
+
+    def record(self, state, outcome):
+        rec = {"i": state.i, **self.evaluate(outcome.case, outcome.result.w_final),
+               "meta_objective": outcome.result.valid_loss, "grad_norm": outcome.grad_norm}
+        return rec
+
+    def progress(self, rec):
+        return (f"train {rec['train_loss']:.4f}  valid {rec['valid_loss']:.4f}  "
+                f"test {rec['test_loss']:.4f}  |grad| {rec['grad_norm']:.2e}")
+
+    def final_evaluation(self, state):
+        """Train once more with the final (never evaluated) hyperparameters and evaluate."""
+        from ..sgd import train
+        case_i = meta.case_at(self.case, state, self.config)
+        trained = train(case_i, backend=self.config.backend)
+        return case_i, trained, self.evaluate(case_i, trained.w_final)
+
+
+def loss_table(rows, test_name):
+    """A results table: one line per (label, evaluation dict)."""
+    head = f"{'':28s} {'train':>8s} {'valid':>8s} {'test':>8s} {'test error':>11s}"
+    lines = [head]
+    for label, ev in rows:
+        lines.append(f"{label:28s} {ev['train_loss']:8.4f} {ev['valid_loss']:8.4f} "
+                     f"{ev['test_loss']:8.4f} {100 * ev['test_error']:10.2f}%")
+    lines.append(f"(mean negative log-likelihood; test set: {test_name})")
+    return "\n".join(lines)
+
+
+def write_history(path, records, keys, extra=None):
+    """One row per step: the scalar `keys`, then a list-valued record field spread over columns
+    named `extra = (field, names)`."""
+    header = list(keys)
+    if extra is not None:
+        header += [f"{extra[0]}_{n}" for n in extra[1]]
+    rows = [[r[k] for k in keys] + (list(r[extra[0]]) if extra else []) for r in records]
+    runner.write_csv(path, header, rows)

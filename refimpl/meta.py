@@ -1,0 +1,225 @@
+"""Meta-optimization: gradient descent on hyperparameters through their exact hypergradients.
+
+Each learned hyperparameter is a smooth map of an unconstrained meta-parameter theta, and the
+hypergradient d f / d h (with respect to the value h the Case uses) is chained through it:
+
+    alpha      = exp(theta)        d f / d theta = d f / d alpha      * alpha
+    gamma      = sigmoid(theta)    d f / d theta = d f / d gamma      * gamma (1 - gamma)
+    init_scale = exp(theta)        d f / d theta = d f / d init_scale * init_scale
+    l2 (lam)   = exp(theta)        d f / d theta = d f / d lam        * lam
+    X_train    = theta             d f / d theta = d f / d X_train
+
+gamma is kept unquantised in theta; the Case quantises sigmoid(theta) to n / 2**16 and the chain
+treats that rounding as the identity (the hypergradient is taken at the effective gamma).
+
+Meta-steps on g = d f / d theta, per learned array, with i the number of steps already taken:
+
+    gradient descent   theta <- theta - eta g
+    Adam               m <- b1 m + (1 - b1) g,   s <- b2 s + (1 - b2) g**2
+                       m_hat = m / (1 - b1**(i+1)),   s_hat = s / (1 - b2**(i+1))
+                       theta <- theta - eta m_hat / (sqrt(s_hat) + eps)
+
+The meta-objective f is the validation loss ell(w_T; X_valid, y_valid), or the training loss
+ell(w_T; X_train, y_train) (the paper's choice for learning schedules): the Case of a meta-iteration
+then holds the training set as its validation set. With `fresh_seed`, meta-iteration i draws its own
+unit initial noise eps and batches from ``np.random.default_rng([seed, i])``, so any meta-iteration
+can be recomputed from (seed, i) alone and a resumed run repeats an uninterrupted one bit for bit.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .case import GAMMA_MIN, sample_batches
+from .errors import InputError
+from .sgd import BACKENDS, METHODS, hypergradient
+
+LEARNABLE = ("alpha", "gamma", "init_scale", "l2", "X_train")
+OPTIMIZERS = ("adam", "sgd")
+OBJECTIVES = ("valid", "train")
+
+
+def _sigmoid(theta):
+    return 0.5 * (1.0 + np.tanh(0.5 * theta))
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+class Transform:
+    """h = forward(theta), theta = inverse(h), and d f / d theta = chain(theta, h, d f / d h)."""
+
+    def __init__(self, name, forward, inverse, chain):
+        self.name, self.forward, self.inverse, self.chain = name, forward, inverse, chain
+
+
+def _log(h):
+    with np.errstate(divide="ignore"):  # log 0 = -inf: an entry at 0 stays there (see init)
+        return np.log(h)
+
+
+LOG = Transform("log", np.exp, _log, lambda theta, h, dh: dh * h)
+LOGIT = Transform("logit", lambda t: np.clip(_sigmoid(t), GAMMA_MIN, 1.0),
+                  lambda h: _logit(np.clip(h, GAMMA_MIN, 1.0 - 2.0**-40)),
+                  lambda theta, h, dh: dh * _sigmoid(theta) * _sigmoid(-theta))
+IDENTITY = Transform("identity", lambda t: t.copy(), lambda h: np.array(h, dtype=np.float64),
+                     lambda theta, h, dh: dh)
+TRANSFORMS = {"alpha": LOG, "gamma": LOGIT, "init_scale": LOG, "l2": LOG, "X_train": IDENTITY}
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """How to meta-optimize.
+
+    learn: names of the learned hyperparameters (a subset of LEARNABLE; the others stay frozen at
+    the Case's values); optimizer "adam" or "sgd" (plain gradient descent) with meta step size
+    `step_size` (eta); Adam's b1, b2, eps; objective "valid" or "train"; fresh_seed: draw new eps
+    and batches each meta-iteration from (seed, i); method and backend as in `hypergradient`.
+    """
+
+    learn: tuple = ("alpha", "gamma", "init_scale")
+    optimizer: str = "adam"
+    step_size: float = 0.04
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    objective: str = "valid"
+    fresh_seed: bool = False
+    seed: int = 0
+    method: str = "reversible"
+    backend: str = "numpy"
+
+    def __post_init__(self):
+        learn = tuple(self.learn) if not isinstance(self.learn, str) else (self.learn,)
+        object.__setattr__(self, "learn", learn)
+        unknown = [n for n in learn if n not in LEARNABLE]
+        if unknown or not learn or len(set(learn)) != len(learn):
+            raise InputError(f"learn = {list(learn)}; give distinct names among "
+                             f"{', '.join(LEARNABLE)}")
+        for key, allowed in (("optimizer", OPTIMIZERS), ("objective", OBJECTIVES),
+                             ("method", METHODS), ("backend", BACKENDS)):
+            if getattr(self, key) not in allowed:
+                raise InputError(f"unknown {key} {getattr(self, key)!r}; use one of "
+                                 f"{', '.join(map(repr, allowed))}")
+        if not (np.isfinite(self.step_size) and self.step_size > 0):
+            raise InputError(f"step_size = {self.step_size!r}; the meta step size is a number > 0")
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0):
+            raise InputError(f"Adam needs 0 <= b1, b2 < 1 and eps > 0; received b1={self.b1}, "
+                             f"b2={self.b2}, eps={self.eps}")
+        if not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
+            raise InputError(f"seed = {self.seed!r}; use a non-negative integer")
+        if "X_train" in learn and self.objective == "train":
+            raise InputError("learning X_train against the training loss is ill-posed (the "
+                             "objective would move with the data); use objective='valid'")
+
+
+@dataclass(frozen=True, eq=False)
+class MetaState:
+    """What the meta-optimizer carries from one meta-iteration to the next.
+
+    i: meta-iterations completed; theta: name -> unconstrained meta-parameter array, one entry per
+    learned hyperparameter; m, s: Adam's first and second moment estimates, same shapes (zeros for
+    gradient descent). Invariant: meta-iteration i trains with the hyperparameters
+    ``TRANSFORMS[name].forward(theta[name])`` and everything else from the base Case.
+    """
+
+    i: int
+    theta: dict
+    m: dict
+    s: dict
+
+    def to_arrays(self):
+        """A flat dict of arrays (for np.savez) that `from_arrays` reads back exactly."""
+        out = {"i": np.array(self.i, dtype=np.int64)}
+        for part in ("theta", "m", "s"):
+            out.update({f"{part}/{k}": v for k, v in getattr(self, part).items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        parts = {"theta": {}, "m": {}, "s": {}}
+        for key, value in arrays.items():
+            if "/" in key:
+                part, name = key.split("/", 1)
+                parts[part][name] = np.array(value, dtype=np.float64)
+        return cls(i=int(arrays["i"]), **parts)
+
+    def hyper(self):
+        """The constrained hyperparameter values, name -> array."""
+        return {k: TRANSFORMS[k].forward(t) for k, t in self.theta.items()}
+
+
+class MetaStep:
+    """One meta-iteration's outcome: the Case it trained, its Result, the meta-gradient g =
+    d f / d theta (name -> array) and its norm over all learned arrays."""
+
+    def __init__(self, case, result, grad):
+        self.case, self.result, self.grad = case, result, grad
+        self.grad_norm = float(np.sqrt(sum(np.sum(g * g) for g in grad.values())))
+
+
+def init(case, config):
+    """The state before the first meta-iteration: theta = inverse transforms of case's values.
+
+    On a log scale an entry at exactly 0 has theta = -inf, a zero meta-gradient (d f/d theta =
+    d f/d h * h) and a zero Adam step, so it stays 0: that freezes single entries, e.g. the biases'
+    penalties in a per-weight l2."""
+    if "X_train" in config.learn and not case.grad_train_inputs:
+        raise InputError("learning X_train needs a case built with grad_train_inputs=True")
+    for name in ("alpha", "init_scale", "l2"):
+        if name in config.learn and not np.any(getattr(case, name) > 0):
+            raise InputError(f"{name} is learned on a log scale and is 0 everywhere in the case, "
+                             "so nothing would move; start it > 0")
+    theta = {k: TRANSFORMS[k].inverse(getattr(case, k)) for k in config.learn}
+    zeros = {k: np.zeros_like(v) for k, v in theta.items()}
+    return MetaState(0, theta, zeros, {k: v.copy() for k, v in zeros.items()})
+
+
+def case_at(case, state, config):
+    """The Case meta-iteration state.i trains: learned hyperparameters from theta, fresh eps and
+    batches from default_rng([seed, i]) when asked, and the objective's evaluation set."""
+    changes = state.hyper()
+    if config.fresh_seed:
+        rng = np.random.default_rng([config.seed, state.i])
+        T, B = case.batches.shape
+        changes["eps"] = rng.standard_normal(case.P)
+        changes["batches"] = sample_batches(len(case.X_train), T, B, rng)
+    X_train = changes.get("X_train", case.X_train)
+    if config.objective == "train":
+        changes.update(X_valid=X_train, y_valid=case.y_train)
+    return case.replace(**changes)
+
+
+def chain(state, result):
+    """d f / d theta from the hypergradient `result` (a Result) of the case at `state`."""
+    h = state.hyper()
+    return {k: TRANSFORMS[k].chain(t, h[k], getattr(result, "d_" + k))
+            for k, t in state.theta.items()}
+
+
+def update(state, grad, config):
+    """One meta-step (Adam or gradient descent) from state with meta-gradient grad."""
+    eta, i = config.step_size, state.i
+    if config.optimizer == "sgd":
+        theta = {k: t - eta * grad[k] for k, t in state.theta.items()}
+        return MetaState(i + 1, theta, state.m, state.s)
+    b1, b2 = config.b1, config.b2
+    m = {k: b1 * state.m[k] + (1 - b1) * grad[k] for k in state.theta}
+    s = {k: b2 * state.s[k] + (1 - b2) * grad[k] ** 2 for k in state.theta}
+    theta = {k: t - eta * (m[k] / (1 - b1 ** (i + 1)))
+             / (np.sqrt(s[k] / (1 - b2 ** (i + 1))) + config.eps)
+             for k, t in state.theta.items()}
+    return MetaState(i + 1, theta, m, s)
+
+
+def step(case, state, config):
+    """One meta-iteration: train and reverse the case at `state`, chain the hypergradient, update.
+
+    Returns (next state, MetaStep). A pure function of its arguments: the same inputs give the
+    same outputs bit for bit.
+    """
+    case_i = case_at(case, state, config)
+    result = hypergradient(case_i, method=config.method, backend=config.backend)
+    grad = chain(state, result)
+    return update(state, grad, config), MetaStep(case_i, result, grad)

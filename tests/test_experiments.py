@@ -1,0 +1,170 @@
+"""`revlearn run`: every preset end to end in its --small version, checkpoints and resumption bit
+for bit (after Ctrl-C and after a real SIGKILL), the no-matplotlib path, and bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from revlearn import cli, meta
+from revlearn.experiments import PRESETS, plotting, runner
+
+META_PRESETS = [n for n in PRESETS if n != "chaos"]
+
+
+def run(argv, capsys=None):
+    code = cli.main(["run", *argv])
+    if capsys is None:
+        return code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def results(folder):
+    return json.loads((folder / runner.RESULTS).read_text())
+
+
+def checkpoint(folder):
+    with np.load(folder / runner.CHECKPOINT, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    monkeypatch.setattr(plotting, "pyplot", lambda: None)
+
+
+@pytest.mark.parametrize("name", META_PRESETS)
+def test_each_meta_preset_runs_end_to_end_and_its_objective_goes_down(name, tmp_path, capsys,
+                                                                      no_matplotlib):
+    out = tmp_path / name
+    code, printed, err = run([name, "--small", "--out", str(out)], capsys)
+    assert code == 0, err
+    doc = results(out)
+    assert doc["complete"] and doc["preset"] == name and doc["steps_done"] >= 3
+    objective = [r["meta_objective"] for r in doc["records"]]
+    assert objective[-1] < objective[0], objective
+    for f in doc["files"]:
+        assert os.path.getsize(f) > 0, f
+    assert not list(out.glob("*.png"))
+    assert "pip install 'revlearn[plot]'" in printed
+    assert printed.count("meta-iteration ") >= doc["steps_done"]
+
+
+def test_chaos_preset_records_loss_and_hypergradient_per_step_size(tmp_path, no_matplotlib):
+    out = tmp_path / "chaos"
+    assert run(["chaos", "--small", "--out", str(out)]) == 0
+    doc = results(out)
+    recs = doc["records"]
+    assert len(recs) == doc["options"]["meta_iters"] == 4
+    assert [r["log_alpha"] for r in recs] == sorted(r["log_alpha"] for r in recs)
+    T = doc["summary"]["horizons"][0]
+    # at the smallest step size training is stable: a finite loss and hypergradient
+    assert np.isfinite(recs[0][f"valid_loss_T{T}"]) and np.isfinite(recs[0][f"dlog_alpha_T{T}"])
+    assert (out / "chaos.csv").read_text().count("\n") == 5
+
+
+def test_figures_are_written_with_matplotlib(tmp_path):
+    pytest.importorskip("matplotlib", reason="the figures need the optional extra 'plot'")
+    out = tmp_path / "s"
+    assert run(["schedules", "--small", "--out", str(out)]) == 0
+    for name in ("schedules.png", "learning_curves.png", "init_scales.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path, no_matplotlib):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run(["schedules", "--small", "--meta-iters", "4", "--out", str(whole)]) == 0
+    assert run(["schedules", "--small", "--meta-iters", "2", "--out", str(part)]) == 0
+    assert results(part)["steps_done"] == 2
+    assert run(["--resume", str(part), "--meta-iters", "4"]) == 0
+    assert results(part)["records"] == results(whole)["records"]
+    a, b = checkpoint(whole), checkpoint(part)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, monkeypatch, capsys, no_matplotlib):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run(["l2", "--small", "--out", str(whole)]) == 0
+    real_step, calls = meta.step, []
+
+    def interrupted_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(meta, "step", interrupted_on_third)
+    code, printed, _ = run(["l2", "--small", "--out", str(cut)], capsys)
+    assert code == 130
+    assert "interrupted after 2 of 4" in printed and f"--resume {cut}" in printed
+    doc = results(cut)
+    assert not doc["complete"] and doc["steps_done"] == 2
+    monkeypatch.setattr(meta, "step", real_step)
+    assert run(["--resume", str(cut)]) == 0
+    assert results(cut)["records"] == results(whole)["records"]
+    assert not list(cut.glob(".*.tmp"))
+
+
+def test_sigkill_mid_run_loses_at_most_one_meta_iteration(tmp_path):
+    out = tmp_path / "killed"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "-m", "revlearn", "run", "schedules", "--small",
+                             "--meta-iters", "40", "--out", str(out)], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    printed = 0
+    for line in proc.stdout:
+        printed += line.startswith("meta-iteration")
+        if printed == 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    done = int(checkpoint(out)["i"])
+    assert 3 <= done <= 4  # every printed meta-iteration was saved; at most the one running is lost
+    assert run(["--resume", str(out), "--meta-iters", str(done + 2)]) == 0
+    whole = tmp_path / "whole"
+    assert run(["schedules", "--small", "--meta-iters", str(done + 2), "--out", str(whole)]) == 0
+    assert results(out)["records"] == results(whole)["records"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nonsense"], "unknown experiment 'nonsense'; use one of schedules"),
+    (["--meta-iters", "0"], "--meta-iters '0': give an integer >= 1"),
+    (["--meta-iters", "many"], "--meta-iters 'many'"),
+    (["--seed", "-3"], "--seed '-3': give an integer >= 0"),
+    (["--backend", "cuda"], "--backend 'cuda': use one of numpy, numba"),
+    (["--paper", "--small"], "contradict"),
+    (["--resume", "/nonexistent/run"], "--resume /nonexistent/run: no such folder"),
+    (["--mnist", "/nonexistent/mnist"], "--mnist /nonexistent/mnist: no such folder"),
+])
+def test_bad_flags_give_one_line_and_exit_2_before_writing(argv, message, tmp_path, capsys):
+    out = tmp_path / "never"
+    code, printed, err = run([*argv, "--out", str(out)] if "--resume" not in argv else argv,
+                             capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("revlearn run: error: ") and message in err
+    assert printed == "" and not out.exists()
+
+
+def test_missing_data_and_reused_folders_are_refused(tmp_path, capsys, no_matplotlib):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(["--mnist", str(empty), "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "MNIST file train-images-idx3-ubyte[.gz] is missing" in err
+    assert err.count("\n") == 1 and not (tmp_path / "x").exists()
+    code, _, err = run(["--resume", str(empty)], capsys)
+    assert code == 2 and "holds no checkpoint.npz" in err
+    out = tmp_path / "done"
+    assert run(["data", "--small", "--out", str(out)]) == 0
+    code, _, err = run(["data", "--small", "--out", str(out)], capsys)
+    assert code == 2 and f"--resume {out}" in err
+    code, _, err = run(["chaos", "--resume", str(out)], capsys)
+    assert code == 2 and "holds a 'data' run" in err
+    code, _, err = run(["--resume", str(out), "--seed", "4"], capsys)
+    assert code == 2 and "--seed cannot change on --resume" in err

@@ -1,0 +1,187 @@
+"""The meta-optimizer: the chain rule through the parametrisations against finite differences of
+whole training runs, the Adam and gradient-descent steps, frozen hyperparameters, fresh seeds, the
+training-loss objective, bit-for-bit resumption, and refused configurations."""
+
+import numpy as np
+import pytest
+
+import revlearn
+from revlearn import check_grad, meta
+from revlearn.meta import MetaConfig
+
+from conftest import small_spec
+
+RTOL = 1e-5
+
+
+@pytest.fixture
+def case():
+    return revlearn.make_case(small_spec(l2=0.02, grad_train_inputs=True))
+
+
+def objective(case, state, config, name, theta):
+    """f as a function of one meta-parameter array: the meta-objective of the case at theta."""
+    moved = meta.MetaState(state.i, dict(state.theta, **{name: theta}), state.m, state.s)
+    case_i = meta.case_at(case, moved, config)
+    return revlearn.valid_loss(case_i)
+
+
+@pytest.mark.parametrize("name, objective_name", [
+    ("alpha", "valid"), ("alpha", "train"), ("init_scale", "valid"), ("init_scale", "train"),
+    ("l2", "valid"), ("l2", "train"), ("X_train", "valid")])
+def test_meta_gradient_matches_finite_differences_of_training_runs(case, name, objective_name):
+    config = MetaConfig(learn=(name,), objective=objective_name)
+    state = meta.init(case, config)
+    _, step = meta.step(case, state, config)
+    theta = state.theta[name]
+    last = tuple(s - 1 for s in theta.shape)
+    check_grad(lambda t: objective(case, state, config, name, t), theta, step.grad[name],
+               directions=2, coords=[(0,) * theta.ndim, last], rtol=RTOL, name=f"theta[{name}]")
+
+
+def test_gamma_chain_rule_through_the_logit(rng):
+    # gamma is quantised by the Case, so the logit chain is checked on a smooth function of gamma
+    theta = rng.normal(1.0, 2.0, (5, 4))
+    c = rng.standard_normal((5, 4))
+    f = lambda t: float(np.sum(c * meta.LOGIT.forward(t) ** 2))  # noqa: E731
+    h = meta.LOGIT.forward(theta)
+    check_grad(f, theta, meta.LOGIT.chain(theta, h, 2 * c * h), directions=3, coords=[(0, 0)],
+               rtol=1e-8, name="theta[gamma]")
+
+
+def test_gamma_meta_gradient_is_the_hypergradient_times_the_sigmoid_slope(case):
+    config = MetaConfig(learn=("gamma",))
+    state = meta.init(case, config)
+    _, step = meta.step(case, state, config)
+    p = 1.0 / (1.0 + np.exp(-state.theta["gamma"]))
+    assert np.allclose(step.grad["gamma"], step.result.d_gamma * p * (1 - p), rtol=1e-12, atol=0)
+    assert np.allclose(meta.LOGIT.inverse(meta.LOGIT.forward(state.theta["gamma"])),
+                       state.theta["gamma"], rtol=1e-12)
+
+
+def test_a_wrong_chain_rule_is_caught(case):
+    # negative control: the plain hypergradient (no factor alpha) fails the check against theta
+    config = MetaConfig(learn=("alpha",))
+    state = meta.init(case, config)
+    _, step = meta.step(case, state, config)
+    with pytest.raises(revlearn.GradientCheckError):
+        check_grad(lambda t: objective(case, state, config, "alpha", t), state.theta["alpha"],
+                   step.result.d_alpha, directions=1, rtol=RTOL, name="theta[alpha]")
+
+
+def test_adam_and_gradient_descent_steps(case):
+    grad = {"alpha": np.linspace(-2, 3, case.alpha.size).reshape(case.alpha.shape)}
+    for optimizer in ("adam", "sgd"):
+        config = MetaConfig(learn=("alpha",), optimizer=optimizer, step_size=0.1)
+        state = meta.init(case, config)
+        new = meta.update(state, grad, config)
+        move = new.theta["alpha"] - state.theta["alpha"]
+        if optimizer == "sgd":
+            assert np.allclose(move, -0.1 * grad["alpha"], rtol=1e-12, atol=1e-15)
+        else:  # Adam's first step has m_hat = g and s_hat = g**2: a step of eta against sign(g)
+            expected = -0.1 * grad["alpha"] / (np.abs(grad["alpha"]) + config.eps)
+            assert np.allclose(move, expected, rtol=1e-12, atol=1e-15)
+            assert np.allclose(new.m["alpha"], 0.1 * grad["alpha"])
+            assert np.allclose(new.s["alpha"], 0.001 * grad["alpha"] ** 2)
+        assert new.i == 1
+
+
+def test_frozen_hyperparameters_stay_put_and_learned_ones_move(case):
+    config = MetaConfig(learn=("alpha", "init_scale"), step_size=0.05)
+    state = meta.init(case, config)
+    for _ in range(2):
+        state, step = meta.step(case, state, config)
+    moved = meta.case_at(case, state, config)
+    assert np.array_equal(moved.gamma, case.gamma) and np.array_equal(moved.l2, case.l2)
+    assert np.array_equal(moved.X_train, case.X_train) and np.array_equal(moved.eps, case.eps)
+    assert not np.array_equal(moved.alpha, case.alpha)
+    assert not np.array_equal(moved.init_scale, case.init_scale)
+    assert set(state.theta) == {"alpha", "init_scale"}
+
+
+def test_fresh_seed_draws_eps_and_batches_from_seed_and_iteration(case):
+    config = MetaConfig(fresh_seed=True, seed=7)
+    state = meta.init(case, config)
+    a = meta.case_at(case, state, config)
+    b = meta.case_at(case, meta.MetaState(1, state.theta, state.m, state.s), config)
+    again = meta.case_at(case, state, config)
+    assert not np.array_equal(a.eps, case.eps) and not np.array_equal(a.eps, b.eps)
+    assert not np.array_equal(a.batches, b.batches)
+    assert np.array_equal(a.eps, again.eps) and np.array_equal(a.batches, again.batches)
+    assert a.batches.shape == case.batches.shape
+    fixed = meta.case_at(case, state, MetaConfig())
+    assert np.array_equal(fixed.eps, case.eps) and np.array_equal(fixed.batches, case.batches)
+
+
+def test_training_objective_evaluates_on_the_training_set(case):
+    config = MetaConfig(objective="train")
+    state = meta.init(case, config)
+    _, step = meta.step(case, state, config)
+    assert step.case.X_valid is step.case.X_train
+    w = step.result.w_final
+    assert step.result.valid_loss == revlearn.mlp.loss(w, case.X_train, case.y_train,
+                                                       case.layout, case.activation)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_meta_objective_goes_down(optimizer):
+    case = revlearn.make_case(small_spec(n_iters=30, alpha=0.05, gamma=0.5, init_scale=0.3))
+    config = MetaConfig(optimizer=optimizer, step_size=0.1 if optimizer == "adam" else 1.0)
+    state, losses = meta.init(case, config), []
+    for _ in range(8):
+        state, step = meta.step(case, state, config)
+        losses.append(step.result.valid_loss)
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_state_round_trips_and_resuming_repeats_the_run_bit_for_bit(case):
+    config = MetaConfig(fresh_seed=True, learn=("alpha", "gamma", "init_scale", "l2"))
+    state = meta.init(case, config)
+    states = []
+    for _ in range(3):
+        state, _ = meta.step(case, state, config)
+        states.append(state)
+    resumed = meta.MetaState.from_arrays(dict(states[0].to_arrays()))
+    for _ in range(2):
+        resumed, _ = meta.step(case, resumed, config)
+    assert resumed.i == states[-1].i == 3
+    for part in ("theta", "m", "s"):
+        for k, v in getattr(states[-1], part).items():
+            assert np.array_equal(getattr(resumed, part)[k], v), (part, k)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(learn=("alpha", "beta")), "learn = .*'beta'.*alpha, gamma"),
+    (dict(learn=()), "learn = \\[\\]"),
+    (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'.*'adam'"),
+    (dict(objective="test"), "unknown objective 'test'"),
+    (dict(step_size=0.0), "step_size = 0.0"),
+    (dict(step_size=float("nan")), "step_size = nan"),
+    (dict(b1=1.0), "b1=1.0"),
+    (dict(seed=-1), "seed = -1"),
+    (dict(backend="cuda"), "unknown backend 'cuda'"),
+    (dict(learn=("X_train",), objective="train"), "ill-posed"),
+])
+def test_bad_configurations_are_refused(kwargs, match):
+    with pytest.raises(revlearn.InputError, match=match):
+        MetaConfig(**kwargs)
+
+
+def test_init_refuses_what_the_parametrisation_cannot_represent():
+    with pytest.raises(revlearn.InputError, match="grad_train_inputs=True"):
+        meta.init(revlearn.make_case(small_spec()), MetaConfig(learn=("X_train",)))
+    with pytest.raises(revlearn.InputError, match="l2 is learned on a log scale and is 0"):
+        meta.init(revlearn.make_case(small_spec(l2=0.0)), MetaConfig(learn=("l2",)))
+
+
+def test_entries_at_zero_stay_zero_on_a_log_scale():
+    # how a per-weight l2 leaves the biases unpenalised while the weights' penalties move
+    case = revlearn.make_case(small_spec(l2_per_weight=True))
+    l2 = case.layout.expand(np.array([0.02, 0.0] * 3))
+    config = MetaConfig(learn=("l2",), step_size=0.5)
+    state = meta.init(case.replace(l2=l2), config)
+    for _ in range(2):
+        state, _ = meta.step(case.replace(l2=l2), state, config)
+    learned = state.hyper()["l2"]
+    assert np.all(learned[l2 == 0] == 0)
+    assert np.all(learned[l2 > 0] > 0) and not np.allclose(learned[l2 > 0], 0.02)
