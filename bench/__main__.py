@@ -7,9 +7,9 @@ Each configuration runs in its own process (`bench.worker`), which times it afte
 JIT and reports its peak resident memory. Times are medians over the repeats. The table compares:
 numba against numpy on the exact update plus buffer step; the hypergradient against a plain float64
 training run on the same batches; the buffer's bits per parameter per step against log2(1/gamma);
-revlearn against PyTorch and JAX (each when installed) in time and memory. Everything runs with
-`--threads` threads for BLAS, PyTorch, XLA and Numba (1 by default: a shared 2-core machine makes
-multi-threaded timings erratic).
+revlearn against PyTorch and JAX (each when installed) in time and memory. Every process is
+pinned to `--threads` cores, with as many threads for BLAS, PyTorch, XLA and Numba (1 by default:
+a shared 2-core machine makes multi-threaded timings erratic).
 """
 
 import argparse

@@ -157,8 +157,17 @@ def check(cfg):
 KINDS = dict(step=step, hyper=hyper, train=train, torch=torch_peer, jax=jax_peer, check=check)
 
 
+def pin(threads):
+    """Run this process on `threads` cores: besides the libraries' thread settings, which XLA's
+    CPU runtime does not fully honour (it spins up threads of its own), set the CPU affinity."""
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cores[:threads])
+
+
 def main(argv=None):
     cfg = json.loads((argv or sys.argv[1:])[0])
+    if cfg.get("threads"):
+        pin(cfg["threads"])
     out = dict(config=cfg, **KINDS[cfg["kind"]](cfg))
     out["peak_rss"] = peak_rss()
     print(json.dumps(out))
