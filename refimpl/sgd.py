@@ -41,13 +41,30 @@ BACKENDS = ("numpy", "numba")
 
 
 class Backend(NamedTuple):
-    """The hot loops one backend provides: the MLP passes and the exact momentum steps."""
+    """The hot loops one backend provides: the MLP passes, the exact momentum steps and the
+    elementwise adjoint updates of Algorithm 2.
+
+    The exact steps take the fixed-point state (W, V, buffer) and return the next one; a backend
+    may update the arrays it is given in place (the numba backend does), so callers pass the
+    current state on and keep no other reference to it. The adjoint updates work in place.
+    """
 
     loss_grad: object
     loss_grad_hvp: object
     exact_step: object
     exact_unstep_w: object
     exact_unstep_v: object
+    adjoint_v: object
+    adjoint_w: object
+
+
+class Adjoint(NamedTuple):
+    """Algorithm 2's running adjoints, each of shape (P,): dw = df/dw_t, dv = df/dv_t, and the
+    per-weight d_lam accumulated so far."""
+
+    dw: np.ndarray
+    dv: np.ndarray
+    d_lam: np.ndarray
 
 
 class Trained(NamedTuple):
@@ -78,7 +95,25 @@ def exact_unstep_v(V, buf, g, gamma, n):
     return fixedpoint.div_gamma(V, n, buf)
 
 
-NUMPY = Backend(mlp.loss_grad, mlp.loss_grad_hvp, exact_step, exact_unstep_w, exact_unstep_v)
+# --- the adjoint updates of Algorithm 2 (per-entry alpha, gamma, lam), in place -----------
+
+def adjoint_v(adj, alpha, gamma):
+    """dv <- dv + alpha dw, then the direction the Hessian acts on:  u = (1 - gamma) dv."""
+    dw, dv, _ = adj
+    dv += alpha * dw
+    return (1.0 - gamma) * dv
+
+
+def adjoint_w(adj, Hu, u, w, lam, gamma):
+    """dw <- dw - (H u + lam u);  d_lam <- d_lam - w u;  dv <- gamma dv."""
+    dw, dv, d_lam = adj
+    dw -= Hu + lam * u
+    d_lam -= w * u
+    dv *= gamma
+
+
+NUMPY = Backend(mlp.loss_grad, mlp.loss_grad_hvp, exact_step, exact_unstep_w, exact_unstep_v,
+                adjoint_v, adjoint_w)
 
 
 def get_backend(name):
@@ -256,7 +291,7 @@ def hypergradient(case, method="reversible", backend="numpy"):
 def _reverse(case, be, traj, dw):
     """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields."""
     lay, T = case.layout, case.T
-    dw, dv, d_lam = dw.copy(), np.zeros(case.P), np.zeros(case.P)
+    adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
     d_alpha, d_gamma = np.empty((T, lay.G)), np.empty((T, lay.G))
     d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
     loss_grad_hvp = passes(case, be)[1]
@@ -264,19 +299,18 @@ def _reverse(case, be, traj, dw):
         h = _step_hyper(case, t)
         rows = case.batches[t]
         w, v_next = traj.w_and_v_next(t, h)
-        d_alpha[t] = lay.group_dot(dw, v_next)
-        dv += h.alpha * dw
-        u = (1.0 - h.gamma) * dv
+        d_alpha[t] = lay.group_dot(adj.dw, v_next)
+        u = be.adjoint_v(adj, h.alpha, h.gamma)  # dv += alpha dw;  u = (1 - gamma) dv
         _, g, Hu, dX_u = loss_grad_hvp(w, u, case.X_train[rows], case.y_train[rows],
                                        input_grad=d_X is not None)
         g += case.lam * w
         v = traj.v(t, h, g)
-        d_gamma[t] = lay.group_dot(dv, v + g)
-        dw -= Hu + case.lam * u
-        d_lam -= w * u
+        d_gamma[t] = lay.group_dot(adj.dv, v + g)
+        # dw -= H u + lam u;  d_lam -= w u;  dv *= gamma
+        be.adjoint_w(adj, Hu, u, w, case.lam, h.gamma)
         if d_X is not None:
             np.subtract.at(d_X, rows, dX_u)
-        dv *= h.gamma
+    dw, d_lam = adj.dw, adj.d_lam
     return dict(d_alpha=d_alpha, d_gamma=d_gamma, d_init_scale=lay.group_dot(dw, case.eps),
                 d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw, d_X_train=d_X)
 

@@ -1,0 +1,122 @@
+"""What a user would otherwise run: the same hypergradient by autodiff through the unrolled loop.
+
+Both peers run Algorithm 1 in float64 on the CPU, keep what their autodiff needs for the whole
+trajectory, and differentiate f(w_T) with respect to alpha, gamma, init_scale, l2 and w_0 (w_0 as
+init_scale[group] * eps + a zero shift, whose gradient is d_w0):
+
+    for t:  g_t = grad L_t(w_t);  v <- gamma_t v - (1 - gamma_t) g_t;  w <- w + alpha_t v
+
+- PyTorch, eager: `torch.autograd.grad(..., create_graph=True)` every step, then one backward.
+- JAX: `jax.value_and_grad` of a `jax.jit`-compiled `lax.scan` over the steps.
+
+`torch_hypergradient(case)` and `jax_hypergradient(case)` return a function that runs it once and
+gives a dict of the case file's output keys (w_final, valid_loss, d_alpha, ...), so the answers can
+be checked against revlearn's with `revlearn.oracle.compare`. Each imports its framework on call.
+"""
+
+import numpy as np
+
+OUTPUTS = ("d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0")
+
+
+def _slices(layer_sizes):
+    """(start, fan_in, fan_out) of each W_l, with b_l following it, in the flat vector."""
+    out, start = [], 0
+    for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True):
+        out.append((start, fan_in, fan_out))
+        start += fan_in * fan_out + fan_out
+    return out
+
+
+def torch_hypergradient(case, threads=None):
+    """A function computing the case's hypergradient with PyTorch autograd (eager, float64)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    lay, slices = case.layout, _slices(case.layer_sizes)
+    phi = torch.tanh if case.activation == "tanh" else torch.relu
+    group = torch.as_tensor(np.repeat(np.arange(lay.G), lay.sizes))
+    X, y = torch.tensor(case.X_train), torch.tensor(case.y_train)  # copies: the data is read-only
+    Xv, yv = torch.tensor(case.X_valid), torch.tensor(case.y_valid)
+    batches, eps = torch.tensor(case.batches), torch.tensor(case.eps)
+
+    def data_loss(w, X, y):
+        a = X
+        for l, (start, i, o) in enumerate(slices):
+            W, b = w[start:start + i * o].view(i, o), w[start + i * o:start + i * o + o]
+            a = a @ W + b if l == len(slices) - 1 else phi(a @ W + b)
+        return torch.nn.functional.cross_entropy(a, y)
+
+    def run():
+        alpha, gamma, scale, l2 = (torch.tensor(getattr(case, k), requires_grad=True)
+                                   for k in ("alpha", "gamma", "init_scale", "l2"))
+        shift = torch.zeros(case.P, dtype=torch.float64, requires_grad=True)
+        lam = l2 if case.l2_per_weight else l2[group]
+        w = scale[group] * eps + shift
+        v = torch.zeros_like(w)
+        for t in range(case.T):
+            rows = batches[t]
+            L_t = data_loss(w, X[rows], y[rows]) + 0.5 * (lam * w * w).sum()
+            g = torch.autograd.grad(L_t, w, create_graph=True)[0]
+            gamma_t = gamma[t][group]
+            v = gamma_t * v - (1.0 - gamma_t) * g
+            w = w + alpha[t][group] * v
+        f = data_loss(w, Xv, yv)
+        grads = torch.autograd.grad(f, [alpha, gamma, scale, l2, shift])
+        out = {k: d.numpy() for k, d in zip(OUTPUTS, grads, strict=True)}
+        out.update(w_final=w.detach().numpy(), valid_loss=np.array(f.item()))
+        return out
+
+    return run
+
+
+def jax_hypergradient(case):
+    """A function computing the case's hypergradient with JAX (jit of a lax.scan unroll, x64).
+
+    The first call compiles; later calls reuse the compiled program."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    lay, slices = case.layout, _slices(case.layer_sizes)
+    phi = jnp.tanh if case.activation == "tanh" else jax.nn.relu
+    group = jnp.asarray(np.repeat(np.arange(lay.G), lay.sizes))
+    X, y = jnp.asarray(case.X_train), jnp.asarray(case.y_train)
+    Xv, yv = jnp.asarray(case.X_valid), jnp.asarray(case.y_valid)
+    batches, eps = jnp.asarray(case.batches), jnp.asarray(case.eps)
+    per_weight = case.l2_per_weight
+
+    def data_loss(w, X, y):
+        a = X
+        for l, (start, i, o) in enumerate(slices):
+            W, b = w[start:start + i * o].reshape(i, o), w[start + i * o:start + i * o + o]
+            a = a @ W + b if l == len(slices) - 1 else phi(a @ W + b)
+        picked = jnp.take_along_axis(a, y[:, None], axis=1)[:, 0]
+        return jnp.mean(jax.nn.logsumexp(a, axis=1) - picked)
+
+    def f(alpha, gamma, scale, l2, shift):
+        lam = l2 if per_weight else l2[group]
+
+        def step(carry, xs):
+            w, v = carry
+            rows, alpha_t, gamma_t = xs
+            g = jax.grad(lambda w: data_loss(w, X[rows], y[rows]) + 0.5 * jnp.sum(lam * w * w))(w)
+            v = gamma_t[group] * v - (1.0 - gamma_t[group]) * g
+            return (w + alpha_t[group] * v, v), None
+
+        w0 = scale[group] * eps + shift
+        (w, _), _ = jax.lax.scan(step, (w0, jnp.zeros_like(w0)), (batches, alpha, gamma))
+        return data_loss(w, Xv, yv), w
+
+    value_and_grad = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4), has_aux=True))
+    args = tuple(jnp.asarray(getattr(case, k)) for k in ("alpha", "gamma", "init_scale", "l2"))
+    args += (jnp.zeros(case.P),)
+
+    def run():
+        (loss, w), grads = jax.block_until_ready(value_and_grad(*args))
+        out = {k: np.asarray(d) for k, d in zip(OUTPUTS, grads, strict=True)}
+        out.update(w_final=np.asarray(w), valid_loss=np.asarray(loss))
+        return out
+
+    return run

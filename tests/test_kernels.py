@@ -1,0 +1,441 @@
+"""The numba backend against refimpl, the oracle: bit-identical fixed-point state, buffer and
+weights, floats within 1e-12; the one JIT policy on every kernel; the kernels' bodies run once
+without the JIT; revlearn without numba."""
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import revlearn
+from revlearn import ans, kernels, mlp, multitask, sgd
+from revlearn import fixedpoint as fp
+from revlearn.case import Case, sample_batches
+from revlearn.kernels import exact, jit
+from revlearn.kernels import mlp as kmlp
+from revlearn.kernels import sgd as ksgd
+
+from conftest import small_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOAT_RTOL = 1e-12
+FLOATS = ("d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0", "d_X_train")
+
+
+def assert_same_buffer(a, b):
+    assert np.array_equal(a.x, b.x)
+    assert a.top == b.top and a.peak == b.peak
+    assert np.array_equal(a.stack[:a.top], b.stack[:b.top])
+
+
+def assert_close(a, b, name):
+    """max |a - b| <= 1e-12 max |a|, the tolerance for float outputs."""
+    assert a.shape == b.shape, name
+    assert np.max(np.abs(a - b)) <= FLOAT_RTOL * np.max(np.abs(a)), name
+
+
+def copy_buffer(buf):
+    return ans.Buffer(buf.x.copy(), buf.stack.copy(), buf.top, buf.peak)
+
+
+def random_n(rng, P):
+    """Per-lane numerators n of gamma = n / 2**16, with 1, 2 and 2**16 present (where P >= 3)."""
+    n = rng.integers(1, fp.D + 1, P)
+    edges = np.array([1, 2, fp.D])
+    n[:3] = edges[:P]
+    return n
+
+
+# --- the exact step and its inverse ---------------------------------------------------------
+
+@pytest.mark.parametrize("P", [1, 5, 257])
+def test_exact_steps_forward_and_back_are_bit_identical_to_refimpl(P, rng):
+    W0 = fp.to_fixed(rng.normal(size=P))
+    W, V, buf = W0, np.zeros(P, np.int64), ans.new_buffer(P)
+    Wk, Vk, bufk = W0.copy(), np.zeros(P, np.int64), ans.new_buffer(P)
+    history = []
+    for _ in range(200):
+        g, alpha, n = rng.normal(size=P), rng.uniform(0, 0.5, P), random_n(rng, P)
+        gamma = n / fp.D
+        history.append((g, alpha, gamma, n))
+        W, V, buf = sgd.exact_step(W, V, buf, g, alpha, gamma, n)
+        Wk, Vk, bufk = exact.exact_step(Wk, Vk, bufk, g, alpha, gamma, n)
+        assert np.array_equal(W, Wk) and np.array_equal(V, Vk)
+        assert_same_buffer(buf, bufk)
+    assert buf.peak > 0
+    for g, alpha, gamma, n in reversed(history):
+        W = sgd.exact_unstep_w(W, V, alpha)
+        Wk = exact.exact_unstep_w(Wk, Vk, alpha)
+        assert np.array_equal(W, Wk)
+        V, buf = sgd.exact_unstep_v(V, buf, g, gamma, n)
+        Vk, bufk = exact.exact_unstep_v(Vk, bufk, g, gamma, n)
+        assert np.array_equal(V, Vk)
+        assert_same_buffer(buf, bufk)
+    assert np.array_equal(Wk, W0) and not Vk.any() and ans.is_initial(bufk)
+
+
+def test_exact_step_matches_on_full_range_states(rng):
+    # lane states anywhere in [2**31, 2**63), stack words on hand, |v| up to the range limit
+    P = 300
+    x = rng.integers(ans.LOW, 2**63 - 1, P, dtype=np.int64)
+    stack = rng.integers(0, 2**32, 2 * P, dtype=np.int64).astype(np.uint32)
+    buf = ans.Buffer(x, stack, 2 * P, 2 * P)
+    V = rng.integers(-2**62, 2**62, P, dtype=np.int64)
+    W = rng.integers(-2**62, 2**62, P, dtype=np.int64)
+    for _ in range(20):
+        g, alpha, n = rng.normal(size=P) * 1e-3, rng.uniform(0, 1e-3, P), random_n(rng, P)
+        gamma = n / fp.D
+        # both sides write the stack in place: each call gets its own copy of the state
+        new = sgd.exact_step(W.copy(), V.copy(), copy_buffer(buf), g, alpha, gamma, n)
+        Wk, Vk, bufk = exact.exact_step(W.copy(), V.copy(), copy_buffer(buf), g, alpha, gamma, n)
+        assert np.array_equal(new[0], Wk) and np.array_equal(new[1], Vk)
+        assert_same_buffer(new[2], bufk)
+        back = sgd.exact_unstep_v(V.copy(), copy_buffer(buf), g, gamma, n)
+        Vk, bufk = exact.exact_unstep_v(V.copy(), copy_buffer(buf), g, gamma, n)
+        assert np.array_equal(back[0], Vk)
+        assert_same_buffer(back[1], bufk)
+        W, V, buf = new
+
+
+def test_float_division_shortcuts_are_exact_at_their_limits():
+    # _div(a, b) = a div b for a + b < 2**53; _divmod(v, n) floors for every int64 v
+    a = np.array([0, 1, 2**24, 2**24 - 1, 2**32 - 1, 2**48 + 12345, 2**52 - 3], np.int64)
+    for b in (1, 2, 3, 255, 257, 65535, 65536, 2**24 + 1):
+        for ai in a:
+            if ai + b < 2**53:
+                assert exact._div(ai, b) == ai // b
+    v = np.array([-2**63, -2**63 + 1, -2**32 - 1, -1, 0, 1, 2**32, 2**63 - 1], np.int64)
+    for n in (1, 2, 7, 58982, 65535, 65536):
+        for vi in v:
+            assert exact._divmod(vi, n) == (vi // n, vi % n)
+
+
+@pytest.mark.parametrize("where", ["gradient", "v wraps", "alpha v", "w wraps"])
+def test_exact_step_raises_what_refimpl_raises(where):
+    P = 6
+    W, V = np.zeros(P, np.int64), np.zeros(P, np.int64)
+    g, alpha, n = np.zeros(P), np.full(P, 0.5), np.full(P, fp.D // 2)
+    if where == "gradient":
+        g[[2, 4]] = 1e5  # (1 - gamma) g = 5e4 is out of range
+    elif where == "v wraps":
+        V[[1, 3]] = 2**62
+        g[:] = -3.5e3  # 1024 / 2 + 1750 leaves the range
+    elif where == "alpha v":
+        alpha[[3, 5]] = 1e9
+        g[:] = -1.0
+    else:
+        W[[0, 5]] = 2**63 - 2**40
+        g[:] = -1.0
+    with pytest.raises(fp.RangeError) as ref:
+        sgd.exact_step(W, V, ans.new_buffer(P), g, alpha, n / fp.D, n)
+    with pytest.raises(fp.RangeError) as ker:
+        exact.exact_step(W.copy(), V.copy(), ans.new_buffer(P), g, alpha, n / fp.D, n)
+    assert (ker.value.index, ker.value.value) == (ref.value.index, ref.value.value)
+
+
+def test_unsteps_raise_what_refimpl_raises():
+    P = 4
+    W, V = np.zeros(P, np.int64), np.full(P, 2**52)
+    alpha = np.array([0.0, 3e3, 0.0, 0.0])
+    with pytest.raises(fp.RangeError) as ref:
+        sgd.exact_unstep_w(W, V, alpha)
+    with pytest.raises(fp.RangeError) as ker:
+        exact.exact_unstep_w(W.copy(), V, alpha)
+    assert (ker.value.index, ker.value.value) == (ref.value.index, ref.value.value)
+    g, n = np.array([0.0, 0.0, 1e6, 0.0]), np.full(P, 2)
+    with pytest.raises(fp.RangeError) as ref:
+        sgd.exact_unstep_v(V, ans.new_buffer(P), g, n / fp.D, n)
+    with pytest.raises(fp.RangeError) as ker:
+        exact.exact_unstep_v(V.copy(), ans.new_buffer(P), g, n / fp.D, n)
+    assert (ker.value.index, ker.value.value) == (ref.value.index, ref.value.value)
+
+
+def test_a_dry_stack_is_refused():
+    # negative control for the start state, as in test_ans: lanes below 2**47 need words
+    buf = ans.Buffer(np.full(3, ans.LOW, dtype=np.int64), np.empty(0, np.uint32), 0, 0)
+    with pytest.raises(RuntimeError, match="underflow"):
+        exact.exact_unstep_v(np.zeros(3, np.int64), buf, np.zeros(3), np.ones(3), np.full(3, fp.D))
+
+
+def test_adjoint_updates_are_bit_identical_to_refimpl(rng):
+    P = 1001
+    arrays = rng.standard_normal((6, P))
+    ref = sgd.Adjoint(*(a.copy() for a in arrays[:3]))
+    ker = sgd.Adjoint(*(a.copy() for a in arrays[:3]))
+    alpha, gamma, lam = rng.uniform(0, 1, (3, P))
+    u, u_k = sgd.adjoint_v(ref, alpha, gamma), ksgd.adjoint_v(ker, alpha, gamma)
+    assert np.array_equal(u, u_k)
+    sgd.adjoint_w(ref, arrays[3], u, arrays[4], lam, gamma)
+    ksgd.adjoint_w(ker, arrays[3], u_k, arrays[4], lam, gamma)
+    for a, b in zip(ref, ker, strict=True):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(ref.dw, arrays[0])  # the updates happened in place
+
+
+# --- the MLP passes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes", [(5, 3), (5, 7, 3), (4, 6, 5, 4), (9, 16, 12, 10)])
+@pytest.mark.parametrize("batch", [1, 13])
+def test_mlp_passes_are_bit_identical_to_refimpl(sizes, batch, activation, rng):
+    lay = mlp.Layout(sizes)
+    w, dv = 0.8 * rng.standard_normal(lay.P), rng.standard_normal(lay.P)
+    X, y = rng.standard_normal((batch, sizes[0])), rng.integers(0, sizes[-1], batch)
+    ell, g = mlp.loss_grad(w, X, y, lay, activation)
+    ell_k, g_k = kmlp.loss_grad(w, X, y, lay, activation)
+    assert ell == ell_k and np.array_equal(g, g_k)
+    ref = mlp.loss_grad_hvp(w, dv, X, y, lay, activation, input_grad=True)
+    ker = kmlp.loss_grad_hvp(w, dv, X, y, lay, activation, input_grad=True)
+    assert ref[0] == ker[0] and np.array_equal(ref[1], ker[1])
+    assert_close(ref[2], ker[2], "Hdv")
+    assert_close(ref[3], ker[3], "dX")
+    assert kmlp.loss_grad_hvp(w, dv, X, y, lay, activation)[3] is None
+
+
+def test_mlp_passes_match_on_saturated_units_and_huge_logits(activation, rng):
+    # tanh at +-1 (phi' = 0), relu at exact zeros, logits of 1e3: still bit for bit
+    lay = mlp.Layout((5, 8, 3))
+    w = 40.0 * rng.standard_normal(lay.P)
+    w[:5 * 8:3] = 0.0
+    X = rng.standard_normal((11, 5))
+    X[3] = 0.0
+    y = rng.integers(0, 3, 11)
+    assert np.array_equal(mlp.loss_grad(w, X, y, lay, activation)[1],
+                          kmlp.loss_grad(w, X, y, lay, activation)[1])
+
+
+def same_bits(a, b):
+    """Equal entries, NaN where NaN, and the same sign on zeros."""
+    return np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_elementwise_kernels_treat_zeros_nan_and_inf_as_numpy_does():
+    special = np.array([-0.0, 0.0, np.nan, np.inf, -np.inf, 5e-324, -1.0, 1.0, 0.5])
+    A = np.broadcast_to(special, (len(special),) * 2).copy()  # every pair (A.T[i, j], A[i, j])
+    E = A.T.copy()
+    with np.errstate(invalid="ignore"):
+        relu = E.copy()
+        kmlp._add_bias_relu(relu, special)
+        assert same_bits(relu, mlp._relu(E + special))
+        assert same_bits(kmlp._times_drelu(E, A), E * mlp._relu_dphi(A))
+        assert same_bits(kmlp._times_dtanh(E, A), E * mlp._tanh_dphi(A))
+        # negative control: comparing with >= instead of > keeps -0.0 where NumPy gives 0.0
+        assert not same_bits(np.where(E >= 0.0, E, 0.0), mlp._relu(E))
+
+
+# --- whole runs: the public API with backend="numba" -----------------------------------------
+
+def grid_spec(activation, T, schedule, rng):
+    sizes = [6, 8, 7, 3]
+    G = 2 * (len(sizes) - 1)
+    spec = small_spec(layer_sizes=sizes, activation=activation, n_iters=T, grad_train_inputs=True)
+    if schedule == "per step and group":
+        gamma = rng.integers(1, fp.D + 1, (T, G)) / fp.D
+        gamma[::3] = 1.0
+        gamma[1::4, ::2] = 2.0**-16
+        spec.update(alpha=rng.uniform(0.05, 0.4, (T, G)).tolist(), gamma=gamma.tolist(),
+                    l2=rng.uniform(0, 0.05, G).tolist())
+    elif schedule == "gamma 1":
+        spec.update(gamma=1.0, alpha=0.05)
+    elif schedule == "gamma 2**-16":
+        spec.update(gamma=2.0**-16)
+    else:
+        spec.update(l2_per_weight=True, l2=0.01)
+    return spec
+
+
+@pytest.mark.parametrize("T", [1, 24, 150])
+@pytest.mark.parametrize("schedule", ["per step and group", "gamma 1", "gamma 2**-16",
+                                      "per-weight l2"])
+def test_hypergradient_is_identical_to_refimpl(T, schedule, activation, rng):
+    case = revlearn.make_case(grid_spec(activation, T, schedule, rng))
+    ref = revlearn.hypergradient(case)
+    ker = revlearn.hypergradient(case, backend="numba")
+    assert ref.exact_recovery and ker.exact_recovery
+    assert np.array_equal(ref.w_final, ker.w_final)
+    assert np.array_equal(ref.train_losses, ker.train_losses)
+    assert ref.valid_loss == ker.valid_loss and ref.buffer_bits == ker.buffer_bits
+    for key in FLOATS:
+        assert_close(getattr(ref, key), getattr(ker, key), key)
+
+
+@pytest.mark.parametrize("layer_sizes", [[6, 8, 7, 3], [20, 30, 30, 4], [5, 4]])
+def test_buffer_and_recovered_w0_are_identical_to_refimpl(layer_sizes, activation, rng):
+    T, G = 60, 2 * (len(layer_sizes) - 1)
+    gamma = rng.integers(1, fp.D + 1, (T, G)) / fp.D
+    case = revlearn.make_case(small_spec(layer_sizes=layer_sizes, activation=activation,
+                                         n_iters=T, gamma=gamma.tolist()))
+    finals = [sgd._train_exact(case, be) for be in (sgd.NUMPY, kernels.NUMBA)]
+    (W, V, buf, _), (Wk, Vk, bufk, _) = finals
+    assert np.array_equal(W, Wk) and np.array_equal(V, Vk)
+    assert_same_buffer(buf, bufk)
+    assert buf.peak > 0
+    backs = []
+    for be, (W, V, buf, _) in zip((sgd.NUMPY, kernels.NUMBA), finals, strict=True):
+        traj = sgd._Reversal(be, W, V, buf)
+        dw = be.loss_grad(fp.from_fixed(W), case.X_valid, case.y_valid, case.layout,
+                          case.activation)[1]
+        sgd._reverse(case, be, traj, dw)
+        backs.append(traj)
+    assert np.array_equal(backs[0].W, backs[1].W)
+    assert np.array_equal(backs[1].W, fp.to_fixed(case.w0))
+    assert_same_buffer(backs[0].buf, backs[1].buf)
+    assert ans.is_initial(backs[1].buf)
+
+
+def test_stored_method_and_training_match_refimpl(small_case):
+    for exact_ in (True, False):
+        ref, ker = (revlearn.train(small_case, exact=exact_, backend=b) for b in ("numpy", "numba"))
+        assert np.array_equal(ref.w_final, ker.w_final)
+        assert np.array_equal(ref.train_losses, ker.train_losses)
+    ref, ker = (revlearn.hypergradient(small_case, method="stored", backend=b)
+                for b in ("numpy", "numba"))
+    for key in ("w_final",) + FLOATS[:-1]:
+        assert_close(getattr(ref, key), getattr(ker, key), key)
+
+
+def test_a_case_with_its_own_model_runs_on_the_numba_steps(rng):
+    # case.model brings its own passes; the exact steps and adjoint updates are the backend's
+    model = multitask.MultiTaskMLP((5, 6, 3), "tanh", 3)
+    lay, T = model.layout, 15
+    case = Case(layer_sizes=(5, 6, 3), activation="tanh", X_train=rng.standard_normal((30, 5)),
+                y_train=rng.integers(0, 9, 30), X_valid=rng.standard_normal((20, 5)),
+                y_valid=rng.integers(0, 9, 20), batches=sample_batches(30, T, 10, rng),
+                eps=rng.standard_normal(lay.P), alpha=np.full((T, lay.G), 0.3),
+                gamma=np.full((T, lay.G), 0.9), init_scale=np.full(lay.G, 0.4),
+                l2=rng.uniform(0.01, 0.1, lay.G), model=model)
+    ref, ker = (revlearn.hypergradient(case, backend=b) for b in ("numpy", "numba"))
+    assert ker.exact_recovery and ref.buffer_bits == ker.buffer_bits
+    assert np.array_equal(ref.w_final, ker.w_final)
+    for key in FLOATS[:-1]:
+        assert_close(getattr(ref, key), getattr(ker, key), key)
+
+
+def test_training_errors_are_the_same_as_refimpl():
+    case = revlearn.make_case(small_spec(alpha=[[0.3] * 6] * 23 + [[0.3, 0.3, 1e6, 0.3, 0.3, 0.3]]))
+    messages = []
+    for backend in ("numpy", "numba"):
+        with pytest.raises(revlearn.TrainingError, match=r"step 23: W2 \(group 2\)") as e:
+            revlearn.hypergradient(case, backend=backend)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1]
+
+
+# --- the JIT policy ---------------------------------------------------------------------------
+
+def policy_violations(dispatcher):
+    """What about a compiled function breaks the one policy of `kernels.jit`."""
+    opts = dispatcher.targetoptions
+    bad = [k for k in ("nogil", "error_model") if opts.get(k) != jit.POLICY[k]]
+    if opts.get("fastmath"):
+        bad.append("fastmath")
+    if type(dispatcher._cache).__name__ == "NullCache":
+        bad.append("cache")
+    if dispatcher not in jit.KERNELS:
+        bad.append("not made by kernels.jit.kernel")
+    return bad
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no dispatchers without the JIT")
+def test_every_kernel_follows_the_one_jit_policy():
+    found = [obj for module in (exact, kmlp, ksgd, jit) for obj in vars(module).values()
+             if isinstance(obj, numba.core.registry.CPUDispatcher)]
+    assert len(found) >= 20
+    assert {id(k) for k in found} == {id(k) for k in jit.KERNELS}
+    for k in found:
+        assert policy_violations(k) == [], k.py_func.__name__
+    # negative control: a function jitted any other way is caught
+    other = numba.njit(fastmath=True)(lambda x: x)
+    assert set(policy_violations(other)) >= {"fastmath", "cache", "nogil",
+                                             "not made by kernels.jit.kernel"}
+
+
+def test_only_jit_py_calls_numba_jit_and_nothing_asks_for_fastmath():
+    for path in (ROOT / "kernels").glob("*.py"):
+        text = path.read_text()
+        assert "fastmath=True" not in text, path
+        if path.name != "jit.py":
+            assert "njit" not in text and "numba.jit" not in text, path
+
+
+def test_refimpl_never_imports_numba():
+    for path in (ROOT / "refimpl").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "numba" for n in names), path
+
+
+# --- in subprocesses: the kernels' bodies without the JIT, and revlearn without numba ---------
+
+def run_python(code, **env):
+    full = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=full, timeout=600)
+
+
+def test_kernel_bodies_agree_with_refimpl_without_the_jit():
+    done = run_python("""
+        import numpy as np, revlearn
+        from revlearn import ans, sgd, fixedpoint as fp
+        from revlearn.kernels import exact
+        import numba
+        assert numba.config.DISABLE_JIT
+        rng = np.random.default_rng(7)
+        P = 9
+        W, V, buf = fp.to_fixed(rng.normal(size=P)), np.zeros(P, np.int64), ans.new_buffer(P)
+        Wk, Vk, bufk = W.copy(), V.copy(), ans.new_buffer(P)
+        for _ in range(40):
+            g, alpha, n = rng.normal(size=P), rng.uniform(0, .5, P), rng.integers(1, fp.D + 1, P)
+            n[:2] = 1, fp.D
+            W, V, buf = sgd.exact_step(W, V, buf, g, alpha, n / fp.D, n)
+            Wk, Vk, bufk = exact.exact_step(Wk, Vk, bufk, g, alpha, n / fp.D, n)
+            assert np.array_equal(W, Wk) and np.array_equal(V, Vk)
+            assert np.array_equal(buf.x, bufk.x) and buf.top == bufk.top
+        for act in ("tanh", "relu"):
+            gamma = [[0.9, 1.0, 2**-16, 0.5]] * 15
+            case = revlearn.make_case(dict(layer_sizes=[4, 5, 3], activation=act, n_train=12,
+                n_valid=6, n_iters=15, batch_size=4, alpha=0.3, gamma=gamma, init_scale=0.5,
+                l2=0.01, grad_train_inputs=True))
+            ref = revlearn.hypergradient(case)
+            ker = revlearn.hypergradient(case, backend="numba")
+            assert ker.exact_recovery and ref.buffer_bits == ker.buffer_bits
+            assert np.array_equal(ref.w_final, ker.w_final)
+            for k in ("d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0", "d_X_train"):
+                a, b = getattr(ref, k), getattr(ker, k)
+                assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(a)), k
+        print("agree")
+    """, NUMBA_DISABLE_JIT="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "agree"
+
+
+def test_revlearn_works_without_numba_and_says_how_to_get_the_backend():
+    done = run_python("""
+        import sys
+
+        class NoNumba:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "numba":
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+        sys.meta_path.insert(0, NoNumba())
+        import revlearn
+        case = revlearn.make_case(dict(layer_sizes=[4, 5, 3], n_train=12, n_valid=6, n_iters=10,
+                                       batch_size=4, alpha=0.3, gamma=0.9, init_scale=0.5))
+        assert revlearn.hypergradient(case).exact_recovery
+        assert revlearn.train(case, exact=False).w_final.shape == (case.P,)
+        try:
+            revlearn.hypergradient(case, backend="numba")
+        except revlearn.InputError as e:
+            print(e)
+        assert "numba" not in sys.modules
+    """)
+    assert done.returncode == 0, done.stderr
+    assert "backend='numba' needs numba" in done.stdout
+    assert "backend='numpy'" in done.stdout
