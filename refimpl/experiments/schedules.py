@@ -12,7 +12,7 @@ batches) every meta-iteration, 50 meta-iterations, from the same constant start.
 started from its Bayesian-optimization values alpha = exp(0.887), gamma = sigmoid(0.403),
 init_scale = exp(-1.63); with this engine's batches that point trains chaotically for many seeds,
 the loss jumping above 7 in 29 of 50 meta-iterations, so the meta-optimization never settles:
-see experiments/REPRODUCING.md.)
+see "Reproducing the paper" in the README.)
 """
 
 import numpy as np
