@@ -168,3 +168,10 @@ def test_missing_data_and_reused_folders_are_refused(tmp_path, capsys, no_matplo
     assert code == 2 and "holds a 'data' run" in err
     code, _, err = run(["--resume", str(out), "--seed", "4"], capsys)
     assert code == 2 and "--seed cannot change on --resume" in err
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_numba_backend_gives_the_same_run_bit_for_bit(name, tmp_path, no_matplotlib):
+    for backend in ("numpy", "numba"):
+        assert run([name, "--small", "--backend", backend, "--out", str(tmp_path / backend)]) == 0
+    assert results(tmp_path / "numba")["records"] == results(tmp_path / "numpy")["records"]
