@@ -1,6 +1,6 @@
 """MNIST: the canonical IDX files, and the subset embedded in this package.
 
-The embedded subset (`datasets/mnist_subset.xz`, 3.4 MB, built by
+The embedded subset (`datasets/mnist_subset.xz`, 3.3 MB, built by
 `scripts/build_mnist_subset.py` from the canonical files) holds the first 20,000 images of the
 canonical training set (the paper's 10,000 training and 10,000 validation images) and every other
 image of the canonical test set (5,000, both of its halves alike). MNIST is by Yann LeCun, Corinna
@@ -8,16 +8,13 @@ Cortes and Christopher Burges, redistributed under CC BY-SA 3.0.
 """
 
 import gzip
-import hashlib
-import json
-import lzma
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from .embedded import load as load_embedded
 from .errors import InputError
 
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -25,7 +22,7 @@ FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-label
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 SIDE = 28
 N_TRAIN = N_VALID = 10_000
-SUBSET = "mnist_subset.xz"
+SUBSET = "mnist_subset"
 
 
 class MNIST(NamedTuple):
@@ -90,33 +87,9 @@ def _read_idx(path, images):
     return data.reshape(dims[0], SIDE * SIDE) if images else data.astype(np.int64)
 
 
-def pack(arrays):
-    """The embedded format: uint8 arrays' bytes back to back (an xz stream of it is the file),
-    and a manifest giving each array's name and shape and the payload's sha256."""
-    payload = b"".join(a.astype(np.uint8).tobytes() for a in arrays.values())
-    layout = [{"name": k, "shape": list(a.shape)} for k, a in arrays.items()]
-    return payload, {"arrays": layout, "payload_sha256": hashlib.sha256(payload).hexdigest()}
-
-
-def unpack(payload, manifest):
-    """The arrays `pack` put in `payload`, after checking its checksum."""
-    if hashlib.sha256(payload).hexdigest() != manifest["payload_sha256"]:
-        raise RuntimeError("the embedded MNIST subset is damaged (checksum mismatch); "
-                           "reinstall revlearn")
-    out, start = {}, 0
-    for entry in manifest["arrays"]:
-        size = int(np.prod(entry["shape"]))
-        out[entry["name"]] = np.frombuffer(payload, np.uint8, size, start).reshape(entry["shape"])
-        start += size
-    return out
-
-
-@lru_cache(maxsize=1)
 def _subset():
-    """The embedded arrays, decompressed once."""
-    folder = resources.files("revlearn") / "datasets"
-    manifest = json.loads((folder / "mnist_subset.json").read_text())
-    return unpack(lzma.decompress((folder / SUBSET).read_bytes()), manifest)
+    """The embedded arrays (decompressed once, checksum checked)."""
+    return load_embedded(SUBSET)[0]
 
 
 def _frozen_pixels(images):

@@ -7,17 +7,15 @@ ink = 1. The paper's ten tasks are these five alphabets and the same five rotate
 degrees. Omniglot is by Brenden Lake, Ruslan Salakhutdinov and Joshua Tenenbaum, MIT licence.
 """
 
-import hashlib
-import json
-import lzma
 from functools import lru_cache
-from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
 
+from .embedded import load as load_embedded
+
 SIDE = 28
-SUBSET = "omniglot_subset.xz"
+SUBSET = "omniglot_subset"
 DRAWINGS = 20
 
 
@@ -33,27 +31,12 @@ class Omniglot(NamedTuple):
 
 
 @lru_cache(maxsize=1)
-def _subset():
-    folder = resources.files("revlearn") / "datasets"
-    manifest = json.loads((folder / "omniglot_subset.json").read_text())
-    payload = lzma.decompress((folder / SUBSET).read_bytes())
-    if hashlib.sha256(payload).hexdigest() != manifest["payload_sha256"]:
-        raise RuntimeError("the embedded Omniglot subset is damaged (checksum mismatch); "
-                           "reinstall revlearn")
-    out, start = {}, 0
-    for entry in manifest["arrays"]:
-        size = int(np.prod(entry["shape"]))
-        out[entry["name"]] = np.frombuffer(payload, np.uint8, size, start).reshape(entry["shape"])
-        start += size
-    return out, manifest["alphabets"]
-
-
-@lru_cache(maxsize=1)
 def tasks():
     """The ten tasks: the five alphabets, then the same five rotated by 90 degrees (counter-
     clockwise), each row labelled by its task, character (0-based within the alphabet) and drawing
     (0..19, file order)."""
-    arrays, alphabets = _subset()
+    arrays, manifest = load_embedded(SUBSET)
+    alphabets = manifest["alphabets"]
     images = arrays["images"].astype(np.float64).reshape(-1, SIDE, SIDE) / 255.0
     alphabet, character = (arrays["labels"][:, i].astype(np.int64) for i in (0, 1))
     drawing = np.zeros(len(alphabet), dtype=np.int64)

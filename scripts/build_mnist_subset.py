@@ -10,13 +10,11 @@ it again on the same files gives the same payload checksum.
 
 import argparse
 import hashlib
-import json
-import lzma
 from pathlib import Path
 
-from revlearn import mnist
+from revlearn import embedded, mnist
 
-OUT = Path(__file__).resolve().parent.parent / "refimpl" / "datasets"
+OUT = embedded.FOLDER
 
 
 def main(argv=None):
@@ -25,24 +23,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
     full = mnist.load_mnist(args.mnist_dir)
     n = mnist.N_TRAIN + mnist.N_VALID
-    payload, manifest = mnist.pack({
-        "train_images": full.train_images[:n], "train_labels": full.train_labels[:n],
-        "test_images": full.test_images[::2], "test_labels": full.test_labels[::2]})
-    packed = lzma.compress(payload, preset=9 | lzma.PRESET_EXTREME)
-    manifest.update(
+    manifest = embedded.write(
+        mnist.SUBSET,
+        {"train_images": full.train_images[:n], "train_labels": full.train_labels[:n],
+         "test_images": full.test_images[::2], "test_labels": full.test_labels[::2]},
+        folder=OUT,
         source="MNIST by Yann LeCun, Corinna Cortes and Christopher Burges, "
                "redistributed under CC BY-SA 3.0",
         selection="train: canonical training images 0-19999 (revlearn uses 0-9999 for training "
                   "and 10000-19999 for validation); test: canonical t10k images 0, 2, ..., 9998",
         source_md5_uncompressed={
             name: hashlib.md5(mnist.read_bytes(mnist._find(Path(args.mnist_dir), name))).hexdigest()
-            for name in mnist.FILES.values()},
-        file_sha256=hashlib.sha256(packed).hexdigest(), file_bytes=len(packed))
-    (OUT / mnist.SUBSET).write_bytes(packed)
-    (OUT / "mnist_subset.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {OUT / mnist.SUBSET}: {len(packed)} bytes, payload sha256 "
+            for name in mnist.FILES.values()})
+    print(f"wrote {OUT / mnist.SUBSET}.xz: {manifest['file_bytes']} bytes, payload sha256 "
           f"{manifest['payload_sha256']}")
-
 
 if __name__ == "__main__":
     main()

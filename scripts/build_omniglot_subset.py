@@ -14,8 +14,6 @@ again on the same zip gives the same payload checksum.
 
 import argparse
 import hashlib
-import json
-import lzma
 import struct
 import zipfile
 import zlib
@@ -23,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from revlearn import mnist, omniglot
+from revlearn import embedded, omniglot
 
-OUT = Path(__file__).resolve().parent.parent / "refimpl" / "datasets"
+OUT = embedded.FOLDER
 ZIP = "images_background_small1.zip"
 SRC_SIDE = 105
 
@@ -96,22 +94,17 @@ def main(argv=None):
             images.append(np.rint(255 * (R @ ink @ R.T)).astype(np.uint8).ravel())
             labels.append((alphabets.index(alphabet), int(character.removeprefix("character")) - 1))
     labels = np.array(labels, dtype=np.uint8)
-    payload, manifest = mnist.pack({"images": np.array(images), "labels": labels})
-    packed = lzma.compress(payload, preset=9 | lzma.PRESET_EXTREME)
-    manifest.update(
+    manifest = embedded.write(
+        omniglot.SUBSET, {"images": np.array(images), "labels": labels}, folder=OUT,
         alphabets=alphabets, side=omniglot.SIDE,
         source=f"Omniglot ({ZIP}) by Brenden Lake, Ruslan Salakhutdinov and Joshua Tenenbaum, "
                "MIT licence (github.com/brendenlake/omniglot)",
         licence="MIT", selection="every drawing of every character of the five alphabets; "
         "labels = (alphabet index, character index); 105x105 -> 28x28 by area averaging, "
         "ink = 1, stored as round(255 ink)",
-        source_md5=hashlib.md5(path.read_bytes()).hexdigest(),
-        file_sha256=hashlib.sha256(packed).hexdigest(), file_bytes=len(packed))
-    (OUT / omniglot.SUBSET).write_bytes(packed)
-    (OUT / "omniglot_subset.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {OUT / omniglot.SUBSET}: {len(images)} images, {len(packed)} bytes, payload "
-          f"sha256 {manifest['payload_sha256']}")
-
+        source_md5=hashlib.md5(path.read_bytes()).hexdigest())
+    print(f"wrote {OUT / omniglot.SUBSET}.xz: {len(images)} images, {manifest['file_bytes']} "
+          f"bytes, payload sha256 {manifest['payload_sha256']}")
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import InputError, mnist
+from revlearn import InputError, embedded, mnist
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 needs_full_mnist = pytest.mark.skipif(
@@ -84,10 +84,10 @@ def test_embedded_subset_shapes_and_values():
 
 
 def test_embedded_subset_checksum_is_verified():
-    payload, manifest = mnist.pack({"a": np.arange(5, dtype=np.uint8)})
-    assert list(mnist.unpack(payload, manifest)["a"]) == [0, 1, 2, 3, 4]
+    payload, manifest = embedded.pack({"a": np.arange(5, dtype=np.uint8)})
+    assert list(embedded.unpack(payload, manifest)["a"]) == [0, 1, 2, 3, 4]
     with pytest.raises(RuntimeError, match="damaged"):
-        mnist.unpack(payload[:-1] + b"\x07", manifest)
+        embedded.unpack(payload[:-1] + b"\x07", manifest)
 
 
 def test_mnist_spec_uses_the_embedded_subset():

@@ -29,7 +29,7 @@ def test_shipped_file_is_small_and_credited():
     folder = REPO / "refimpl" / "datasets"
     manifest = json.loads((folder / "omniglot_subset.json").read_text())
     assert manifest["licence"] == "MIT" and "Lake" in manifest["source"]
-    assert (folder / omniglot.SUBSET).stat().st_size == manifest["file_bytes"] < 2_000_000
+    assert (folder / f"{omniglot.SUBSET}.xz").stat().st_size == manifest["file_bytes"] < 2_000_000
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the Omniglot zips are in ../shared only")
