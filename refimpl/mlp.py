@@ -179,9 +179,10 @@ def loss(w, X, y, layout, activation):
     return _softmax_xent(z, y)[0]
 
 
-def predict(w, X, layout, activation):
-    """Logits z_L of the MLP at w for inputs X."""
-    return _forward(layout.unflatten(w), X, ACTIVATIONS[activation])[1]
+def loss_and_error(w, X, y, layout, activation):
+    """ell(w; X, y) and the error rate (rows whose largest logit is not y), one forward pass."""
+    _, z = _forward(layout.unflatten(w), X, ACTIVATIONS[activation])
+    return _softmax_xent(z, y)[0], float(np.mean(np.argmax(z, axis=1) != y))
 
 
 def loss_grad(w, X, y, layout, activation):

@@ -98,3 +98,11 @@ def test_loss_is_stable_for_huge_logits(rng):
     lay, w, X, y = problem((5, 3), rng)
     ell, g = mlp.loss_grad(1e3 * w, X, y, lay, "tanh")
     assert np.isfinite(ell) and np.all(np.isfinite(g))
+
+
+def test_loss_and_error_agree_with_the_loss_and_the_argmax(activation, rng):
+    lay, w, X, y = problem((5, 7, 3), rng, batch=40)
+    ell, err = mlp.loss_and_error(w, X, y, lay, activation)
+    assert ell == mlp.loss(w, X, y, lay, activation)
+    logits = mlp._forward(lay.unflatten(w), X, mlp.ACTIVATIONS[activation])[1]
+    assert err == np.mean(np.argmax(logits, axis=1) != y) and 0 < err < 1

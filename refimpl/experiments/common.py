@@ -34,9 +34,7 @@ def mnist_splits(options, n_train, n_valid, n_test):
 
 def losses(case, w, X, y):
     """ell(w; X, y) and the error rate of the case's MLP."""
-    z = mlp.predict(w, X, case.layout, case.activation)
-    ell = mlp.loss(w, X, y, case.layout, case.activation)
-    return ell, float(np.mean(np.argmax(z, axis=1) != y))
+    return mlp.loss_and_error(w, X, y, case.layout, case.activation)
 
 
 def check_mnist_dir(options):
