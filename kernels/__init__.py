@@ -8,9 +8,9 @@ this package needs numba; revlearn does not.
 
 from revlearn.sgd import Backend
 
-from . import exact, mlp, sgd
+from . import elementary, exact, mlp, sgd  # noqa: F401 (elementary: the overloads)
 
-NUMBA = Backend(mlp.loss_grad, mlp.loss_grad_hvp, exact.exact_step, exact.exact_unstep_w,
-                exact.exact_unstep_v, sgd.adjoint_v, sgd.adjoint_w)
+NUMBA = Backend("numba", mlp.loss_grad, mlp.loss_grad_hvp, exact.exact_step,
+                exact.exact_unstep_w, exact.exact_unstep_v, sgd.adjoint_v, sgd.adjoint_w)
 
 __all__ = ["NUMBA"]

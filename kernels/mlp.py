@@ -9,15 +9,20 @@ equations; see that module's docstring):
                                    + (delta_l W_l^T) * phi''(z_{l-1}) * R z_{l-1}
 
 Bit for bit the same numbers as refimpl, by construction: the matrix products are the same BLAS
-calls on the same shapes, the reductions (row sums, bias gradients, the mean) are the same NumPy
-calls, and so are the transcendental functions (`np.tanh`, `np.exp`, `np.log`: NumPy's SIMD
-versions round differently from Numba's in a quarter of the entries). The kernels do the rest,
-each entry with the same operations in the same order as NumPy's expression (no fastmath, so no
-contraction into fused multiply-adds), writing in place instead of into temporaries.
+calls on the same chunks of rows (`revlearn.partition`), and the kernels do the rest, each entry
+with the same operations in the same order as refimpl's NumPy expressions (no fastmath, so no
+contraction into fused multiply-adds): tanh, exp and log are `revlearn.elementary`'s own, compiled
+from the same source (`kernels.elementary`) and fused here with the bias add and the softmax; the
+sums over rows and over classes run in increasing index order, as refimpl's `_rows_sum` and
+`_classes_sum` do. The kernels write in place instead of into temporaries.
 """
 
 import numpy as np
 
+from revlearn import mlp
+from revlearn.threads import SERIAL
+
+from .elementary import exp, log, tanh
 from .jit import kernel
 
 # --- elementwise kernels on C-contiguous (B, H) float64 arrays ------------------------------
@@ -29,6 +34,15 @@ def _add_bias(Z, b):
     for r in range(B):
         for k in range(H):
             Z[r, k] = Z[r, k] + b[k]
+
+
+@kernel
+def _add_bias_tanh(Z, b):
+    """Z <- tanh(Z + b): a = phi(a W + b) for phi = tanh."""
+    B, H = Z.shape
+    for r in range(B):
+        for k in range(H):
+            Z[r, k] = tanh(Z[r, k] + b[k])
 
 
 @kernel
@@ -94,32 +108,45 @@ def _rdelta_relu(R, S, A):
 
 
 @kernel
-def _shift_by_row_max(Z):
-    """Z <- Z - max_k Z[r, k] per row (NaN propagates as in np.max)."""
+def _softmax(Z, y, P):
+    """P <- softmax(Z) per row; returns sum_r [log s_r - (Z[r, y_r] - m_r)] with m_r = max_k
+    Z[r, k] (NaN propagating, as np.max), s_r = sum_k exp(Z[r, k] - m_r) (in class order), rows
+    added in order, as refimpl's `_softmax_xent`."""
     B, K = Z.shape
+    ell = 0.0
     for r in range(B):
         m = Z[r, 0]
         for k in range(1, K):
             if Z[r, k] > m or Z[r, k] != Z[r, k]:
                 m = Z[r, k] if m == m else m
+        s = 0.0
         for k in range(K):
-            Z[r, k] = Z[r, k] - m
+            e = exp(Z[r, k] - m)
+            P[r, k] = e
+            s = e if k == 0 else s + e
+        term = log(s) - (Z[r, y[r]] - m)
+        ell = term if r == 0 else ell + term
+        for k in range(K):
+            P[r, k] = P[r, k] / s
+    return ell
 
 
 @kernel
-def _divide_rows(E, s):
-    """E <- E / s[r] per row: p = softmax(z) = e / sum_k e."""
-    B, K = E.shape
-    for r in range(B):
-        for k in range(K):
-            E[r, k] = E[r, k] / s[r]
+def _rows_sum(X, out):
+    """out <- sum_r X[r] with the rows added in increasing order (refimpl's `_rows_sum`)."""
+    B, H = X.shape
+    for k in range(H):
+        out[k] = X[0, k]
+    for r in range(1, B):
+        for k in range(H):
+            out[k] = out[k] + X[r, k]
 
 
 @kernel
-def _output_delta(P, y):
-    """P <- (P - onehot(y)) / B: delta_L, in refimpl's order (subtract 1, then divide by B)."""
+def _output_delta(P, y, N):
+    """P <- (P - onehot(y)) / N: delta_L, in refimpl's order (subtract 1, then divide by N)."""
     B, K = P.shape
-    n = float(B)
+    n = float(N)
     for r in range(B):
         P[r, y[r]] = P[r, y[r]] - 1.0
         for k in range(K):
@@ -127,29 +154,21 @@ def _output_delta(P, y):
 
 
 @kernel
-def _products(P, Rz):
-    """P * Rz, entry by entry (the terms of sum_k p R z_L)."""
+def _rdelta_out(P, Rz, N):
+    """R delta_L = (p (R z_L - s)) / N with s = sum_k p R z_L per row (in class order)."""
     out = np.empty_like(P)
     B, K = P.shape
+    n = float(N)
     for r in range(B):
+        s = 0.0
         for k in range(K):
-            out[r, k] = P[r, k] * Rz[r, k]
+            s = P[r, k] * Rz[r, k] if k == 0 else s + P[r, k] * Rz[r, k]
+        for k in range(K):
+            out[r, k] = (P[r, k] * (Rz[r, k] - s)) / n
     return out
 
 
-@kernel
-def _rdelta_out(P, Rz, s):
-    """R delta_L = (p (R z_L - s)) / B with s = sum_k p R z_L per row."""
-    out = np.empty_like(P)
-    B, K = P.shape
-    n = float(B)
-    for r in range(B):
-        for k in range(K):
-            out[r, k] = (P[r, k] * (Rz[r, k] - s[r])) / n
-    return out
-
-
-# --- the passes --------------------------------------------------------------------------
+# --- the passes on one chunk of rows ------------------------------------------------------
 
 TANH, RELU = "tanh", "relu"
 
@@ -160,8 +179,7 @@ def _forward(params, X, activation):
     for W, b in params[:-1]:
         z = a[-1] @ W
         if activation == TANH:
-            _add_bias(z, b)
-            np.tanh(z, out=z)
+            _add_bias_tanh(z, b)
         else:
             _add_bias_relu(z, b)
         a.append(z)
@@ -175,17 +193,6 @@ def _times_dphi(E, A, activation):
     return _times_dtanh(E, A) if activation == TANH else _times_drelu(E, A)
 
 
-def _softmax_xent(z, y):
-    """ell = mean_r [log sum_k exp(z_r - max z_r) - (z_r - max z_r)[y_r]] and p = softmax(z);
-    z is overwritten."""
-    _shift_by_row_max(z)
-    e = np.exp(z)
-    s = e.sum(axis=1)
-    ell = float(np.mean(np.log(s) - z[np.arange(len(y)), y]))
-    _divide_rows(e, s)
-    return ell, e
-
-
 def _backward(params, a, delta, activation, g_params):
     """Backward pass from delta_L, writing dW_l, db_l into the views g_params; returns the deltas
     and es[l] = delta_{l+1} W_{l+1}^T (refimpl's `_backward`)."""
@@ -194,36 +201,33 @@ def _backward(params, a, delta, activation, g_params):
     deltas[-1] = delta
     for l in range(L - 1, -1, -1):
         np.matmul(a[l].T, deltas[l], out=g_params[l][0])
-        np.sum(deltas[l], axis=0, out=g_params[l][1])
+        _rows_sum(deltas[l], g_params[l][1])
         if l > 0:
             es[l] = deltas[l] @ params[l][0].T
             deltas[l - 1] = _times_dphi(es[l], a[l], activation)
     return deltas, es
 
 
-def loss_grad(w, X, y, layout, activation):
-    """ell(w; X, y) and grad_w ell, from one forward and one backward pass."""
-    w, X, y = _floats(w), _floats(X), np.ascontiguousarray(y, dtype=np.int64)
+def loss_grad_chunk(w, X, y, N, layout, activation):
+    """refimpl's `mlp.loss_grad_chunk`: the chunk's sum of ell_r and its share of the gradient."""
     params = layout.unflatten(w)
     a, z = _forward(params, X, activation)
-    ell, p = _softmax_xent(z, y)
-    _output_delta(p, y)
+    p = np.empty_like(z)
+    ell = _softmax(z, y, p)
+    _output_delta(p, y, N)
     g = np.empty_like(w)
     _backward(params, a, p, activation, layout.unflatten(g))
     return ell, g
 
 
-def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False):
-    """ell, grad_w ell, H dv and, if asked, d/dX (grad_w ell . dv), sharing one forward pass.
-
-    The gradient comes from the same `_forward`, `_softmax_xent` and `_backward` calls as
-    `loss_grad`, so it is bit-identical to it (and to refimpl's)."""
-    w, dv, X = _floats(w), _floats(dv), _floats(X)
-    y = np.ascontiguousarray(y, dtype=np.int64)
+def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
+    """refimpl's `mlp.loss_grad_hvp_chunk`: the chunk's shares of ell, grad_w ell and H dv, and its
+    rows of d/dX (grad_w ell . dv) if asked, sharing one forward pass."""
     params, dirs = layout.unflatten(w), layout.unflatten(dv)
     L = layout.L
     a, z = _forward(params, X, activation)
-    ell, p = _softmax_xent(z, y)
+    p = np.empty_like(z)
+    ell = _softmax(z, y, p)
 
     Rz, Ra = [None] * L, [None] * L  # R-forward (R a_0 = 0)
     for l in range(L):
@@ -236,9 +240,9 @@ def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False):
         if l < L - 1:
             Ra[l + 1] = _times_dphi(Rz[l], a[l + 1], activation)
 
-    Rdelta = _rdelta_out(p, Rz[-1], _products(p, Rz[-1]).sum(axis=1))
+    Rdelta = _rdelta_out(p, Rz[-1], N)
     g, Hdv = np.empty_like(w), np.empty_like(w)
-    _output_delta(p, y)
+    _output_delta(p, y, N)
     deltas, es = _backward(params, a, p, activation, layout.unflatten(g))
     hvps = layout.unflatten(Hdv)
     for l in range(L - 1, -1, -1):  # R-backward
@@ -247,7 +251,7 @@ def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False):
         np.matmul(a[l].T, Rdelta, out=HW)
         if l > 0:
             HW += Ra[l].T @ deltas[l]
-        np.sum(Rdelta, axis=0, out=Hb)
+        _rows_sum(Rdelta, Hb)
         if l > 0:
             S = deltas[l] @ V.T
             Rdelta = Rdelta @ W.T
@@ -257,6 +261,30 @@ def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False):
                 _rdelta_relu(Rdelta, S, a[l])
     dX = Rdelta @ params[0][0].T + deltas[0] @ dirs[0][0].T if input_grad else None
     return ell, g, Hdv, dX
+
+
+# --- all rows: refimpl's drivers with these chunk passes ------------------------------------
+
+def loss_grad(w, X, y, layout, activation, workers=SERIAL):
+    """ell(w; X, y) and grad_w ell (refimpl's `mlp.loss_grad` with the kernels)."""
+    w, X, y = _floats(w), _floats(X), np.ascontiguousarray(y, dtype=np.int64)
+    _check_activation(activation)
+    return mlp.loss_grad(w, X, y, layout, activation, workers, chunk=loss_grad_chunk)
+
+
+def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False, workers=SERIAL):
+    """ell, grad_w ell, H dv and, if asked, d/dX (grad_w ell . dv) (refimpl's
+    `mlp.loss_grad_hvp` with the kernels)."""
+    w, dv, X = _floats(w), _floats(dv), _floats(X)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    _check_activation(activation)
+    return mlp.loss_grad_hvp(w, dv, X, y, layout, activation, input_grad, workers,
+                             chunk=loss_grad_hvp_chunk)
+
+
+def _check_activation(activation):
+    if activation not in (TANH, RELU):
+        raise ValueError(f"the numba kernels know tanh and relu, not {activation!r}")
 
 
 def _floats(a):

@@ -13,6 +13,8 @@ from . import oracle, sgd
 from .case import make_case
 from .errors import InputError, TrainingError
 from .experiments.cli import add_parser as add_run_parser
+from .experiments.cli import threads_flag
+from .threads import available_cores
 
 
 def _oracle(args):
@@ -24,15 +26,17 @@ def _oracle(args):
         raise InputError(f"cannot read spec file {args.spec}: {e}") from None
     except json.JSONDecodeError as e:
         raise InputError(f"spec file {args.spec} is not valid JSON: {e}") from None
+    threads = threads_flag(args.threads)
     oracle.check_writable(args.output)
+    backend = sgd.get_backend(args.backend).name
     case = make_case(spec)
     start = time.perf_counter()
-    result = sgd.hypergradient(case, method=args.method, backend=args.backend)
+    result = sgd.hypergradient(case, method=args.method, backend=backend, threads=threads)
     seconds = time.perf_counter() - start
     oracle.write_case(args.output, case, result)
     print(f"wrote {args.output}: {case.layer_sizes} {case.activation}, T = {case.T}, "
           f"B = {case.batches.shape[1]}, P = {case.P}, method {args.method}, backend "
-          f"{args.backend}, {seconds:.2f} s")
+          f"{backend}, {seconds:.2f} s")
     print(f"valid_loss {result.valid_loss:.10g}, exact_recovery {result.exact_recovery}, "
           f"buffer_bits {result.buffer_bits}")
     return 0
@@ -68,7 +72,11 @@ def build_parser():
                        "'Case files').")
     p.add_argument("spec", metavar="SPEC.json", help="the spec (JSON object)")
     p.add_argument("-o", "--output", metavar="CASE.npz", required=True, help="case file to write")
-    p.add_argument("--backend", choices=sgd.BACKENDS, default="numpy")
+    p.add_argument("--backend", choices=sgd.BACKENDS, default="auto",
+                   help="auto (default: numba when installed), numpy or numba: the same bits")
+    p.add_argument("--threads", metavar="N",
+                   help=f"threads to use (default: every core this process may use, "
+                   f"{available_cores()} here): the same bits for every N")
     p.add_argument("--method", choices=sgd.METHODS, default="reversible")
     p.set_defaults(func=_oracle)
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import blas
 from .atomic import atomic_write
 from .case import Case
 from .errors import InputError
@@ -27,6 +28,7 @@ INPUT_KEYS = ("spec", "layer_sizes", "activation", "X_train", "y_train", "X_vali
 OUTPUT_KEYS = ("w_final", "valid_loss", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0",
                "d_X_train", "exact_recovery", "buffer_bits")
 EXACT_KEYS = ("exact_recovery", "buffer_bits")
+INFO_KEYS = ("provenance",)  # what computed the answers (`blas.describe`); never compared
 RTOL = 1e-6
 ATOL_SCALE = 1e-3
 
@@ -41,6 +43,7 @@ def case_arrays(case, result):
                    if getattr(result, k) is not None})
     arrays["exact_recovery"] = np.array(bool(result.exact_recovery))
     arrays["buffer_bits"] = np.array(result.buffer_bits, dtype=np.int64)
+    arrays["provenance"] = np.array(json.dumps(blas.describe(), sort_keys=True))
     return arrays
 
 
@@ -156,7 +159,7 @@ def compare(case_path, theirs_path, rtol=RTOL, atol=None):
         raise InputError(f"rtol and atol must be >= 0; received rtol={rtol}, atol={atol}")
     ref = read_case(case_path)
     theirs = load_npz(theirs_path, "file")
-    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS))
+    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS) - set(INFO_KEYS))
     if unknown:
         raise InputError(f"{theirs_path} holds unknown key(s) {', '.join(unknown)}; the output "
                          f"keys are {', '.join(OUTPUT_KEYS)}")

@@ -32,23 +32,26 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import ans, fixedpoint, mlp
+from . import ans, blas, fixedpoint, mlp
 from .case import Result
 from .errors import InputError, TrainingError
+from .exact import exact_step, exact_unstep_v, exact_unstep_w
+from .threads import Workers
 
 METHODS = ("reversible", "stored")
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("auto", "numpy", "numba")
 
 
 class Backend(NamedTuple):
-    """The hot loops one backend provides: the MLP passes, the exact momentum steps and the
-    elementwise adjoint updates of Algorithm 2.
+    """The hot loops one backend provides: the MLP passes (over chunks of rows, on `workers`),
+    the exact momentum steps (`revlearn.exact`) and the elementwise adjoint updates of Algorithm 2.
 
     The exact steps take the fixed-point state (W, V, buffer) and return the next one; a backend
     may update the arrays it is given in place (the numba backend does), so callers pass the
     current state on and keep no other reference to it. The adjoint updates work in place.
     """
 
+    name: str
     loss_grad: object
     loss_grad_hvp: object
     exact_step: object
@@ -74,27 +77,6 @@ class Trained(NamedTuple):
     train_losses: np.ndarray
 
 
-# --- the exact momentum step, on fixed-point w and v (per-entry alpha, gamma, n) -------------
-
-def exact_step(W, V, buf, g, alpha, gamma, n):
-    """Algorithm 1's update, exactly:  v <- gamma v - (1 - gamma) g;  w <- w + alpha v."""
-    V, buf = fixedpoint.mul_gamma(V, n, buf)
-    V = fixedpoint.sub(V, fixedpoint.to_fixed((1.0 - gamma) * g))
-    W = fixedpoint.add(W, fixedpoint.to_fixed(alpha * fixedpoint.from_fixed(V)))
-    return W, V, buf
-
-
-def exact_unstep_w(W, V, alpha):
-    """w_t = w_{t+1} - alpha v_{t+1}, subtracting the very increment `exact_step` added."""
-    return fixedpoint.sub(W, fixedpoint.to_fixed(alpha * fixedpoint.from_fixed(V)))
-
-
-def exact_unstep_v(V, buf, g, gamma, n):
-    """v_t = (v_{t+1} + (1 - gamma) g_t) / gamma, exactly (g_t recomputed bit for bit)."""
-    V = fixedpoint.add(V, fixedpoint.to_fixed((1.0 - gamma) * g))
-    return fixedpoint.div_gamma(V, n, buf)
-
-
 # --- the adjoint updates of Algorithm 2 (per-entry alpha, gamma, lam), in place -----------
 
 def adjoint_v(adj, alpha, gamma):
@@ -112,33 +94,40 @@ def adjoint_w(adj, Hu, u, w, lam, gamma):
     dv *= gamma
 
 
-NUMPY = Backend(mlp.loss_grad, mlp.loss_grad_hvp, exact_step, exact_unstep_w, exact_unstep_v,
-                adjoint_v, adjoint_w)
+NUMPY = Backend("numpy", mlp.loss_grad, mlp.loss_grad_hvp, exact_step, exact_unstep_w,
+                exact_unstep_v, adjoint_v, adjoint_w)
 
 
 def get_backend(name):
-    """The Backend called `name`: "numpy" (this package) or "numba" (revlearn.kernels)."""
+    """The Backend called `name`: "numpy" (this package), "numba" (revlearn.kernels), or "auto"
+    (numba when it can be imported, else numpy: the results are the same bits, only faster)."""
     if name == "numpy":
         return NUMPY
-    if name == "numba":
+    if name in ("numba", "auto"):
         try:
             from revlearn.kernels import NUMBA
         except ImportError as e:
+            if name == "auto":
+                return NUMPY
             raise InputError(f"backend='numba' needs numba ({e}); install it with "
-                             "`pip install numba`, or use backend='numpy'") from None
+                             "`pip install 'revlearn[fast]'`, or use backend='numpy'") from None
         return NUMBA
     raise InputError(f"unknown backend {name!r}; use one of {', '.join(map(repr, BACKENDS))}")
 
 
-def passes(case, be):
+def passes(case, be, workers):
     """(loss_grad(w, X, y), loss_grad_hvp(w, dv, X, y, input_grad)) of the case's model: the
-    backend's MLP passes, or case.model's own when the case has one."""
+    backend's MLP passes, or case.model's own when the case has one, on `workers`."""
     if case.model is not None:
-        return case.model.loss_grad, case.model.loss_grad_hvp
+        m = case.model
+        return (lambda w, X, y: m.loss_grad(w, X, y, workers=workers),
+                lambda w, dv, X, y, input_grad: m.loss_grad_hvp(w, dv, X, y, input_grad,
+                                                                workers=workers))
     lay, act = case.layout, case.activation
-    return (lambda w, X, y: be.loss_grad(w, X, y, lay, act),
+    return (lambda w, X, y: be.loss_grad(w, X, y, lay, act, workers=workers),
             lambda w, dv, X, y, input_grad: be.loss_grad_hvp(w, dv, X, y, lay, act,
-                                                             input_grad=input_grad))
+                                                             input_grad=input_grad,
+                                                             workers=workers))
 
 
 # --- Algorithm 1 ---------------------------------------------------------------------------
@@ -156,11 +145,11 @@ def _step_hyper(case, t):
                       expand(fixedpoint.quantize_gamma(case.gamma[t])))
 
 
-def _batch_grad(be, case, t, w):
+def _batch_grad(be, workers, case, t, w):
     """L_t's data loss and gradient at w (penalty included), refusing a non-finite gradient."""
     rows = case.batches[t]
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, with context
-        ell, g = passes(case, be)[0](w, case.X_train[rows], case.y_train[rows])
+        ell, g = passes(case, be, workers)[0](w, case.X_train[rows], case.y_train[rows])
         g += case.lam * w
     if not np.all(np.isfinite(g)):
         group = case.layout.describe_group(case.layout.group_of(np.flatnonzero(~np.isfinite(g))[0]))
@@ -169,23 +158,23 @@ def _batch_grad(be, case, t, w):
     return ell, g
 
 
-def _train_exact(case, be):
+def _train_exact(case, be, workers):
     """Algorithm 1 in fixed point: the final (W, V, buffer) and the training losses."""
     W = _to_fixed_at(case, case.w0, "initialisation")
     V = np.zeros(case.P, dtype=np.int64)
     buf = ans.new_buffer(case.P)
     losses = np.empty(case.T)
     for t in range(case.T):
-        losses[t], g = _batch_grad(be, case, t, fixedpoint.from_fixed(W))
+        losses[t], g = _batch_grad(be, workers, case, t, fixedpoint.from_fixed(W))
         h = _step_hyper(case, t)
         try:
-            W, V, buf = be.exact_step(W, V, buf, g, h.alpha, h.gamma, h.n)
+            W, V, buf = be.exact_step(W, V, buf, g, h.alpha, h.gamma, h.n, workers)
         except fixedpoint.RangeError as e:
             raise _range_error(case, f"step {t}", e) from None
     return W, V, buf, losses
 
 
-def _train_float(case, be, keep):
+def _train_float(case, be, workers, keep):
     """Algorithm 1 in float64; with keep=True also every w_t and v_t, shape (T+1, P)."""
     w, v = case.w0, np.zeros(case.P)
     losses = np.empty(case.T)
@@ -194,7 +183,7 @@ def _train_float(case, be, keep):
     for t in range(case.T):
         if keep:
             ws[t], vs[t] = w, v
-        losses[t], g = _batch_grad(be, case, t, w)
+        losses[t], g = _batch_grad(be, workers, case, t, w)
         h = _step_hyper(case, t)
         v = h.gamma * v - (1.0 - h.gamma) * g
         w = w + h.alpha * v
@@ -203,27 +192,32 @@ def _train_float(case, be, keep):
     return w, losses, ws, vs
 
 
-def train(case, exact=True, backend="numpy"):
+def train(case, exact=True, backend="auto", threads=None):
     """Algorithm 1 alone: w_T and the per-step training losses (data loss on each batch).
 
     exact=True runs the fixed-point arithmetic the reversible hypergradient differentiates;
     exact=False is plain float64 SGD with momentum, the baseline a user would otherwise run.
+    threads: how many threads share the work (None: every core this process may use); the
+    results are the same bits for every thread count and backend.
     """
-    be = get_backend(backend)
-    if exact:
-        W, _, _, losses = _train_exact(case, be)
-        return Trained(fixedpoint.from_fixed(W), losses)
-    w, losses, _, _ = _train_float(case, be, keep=False)
+    be, workers = get_backend(backend), Workers(threads)
+    with blas.single_threaded():
+        if exact:
+            W, _, _, losses = _train_exact(case, be, workers)
+            return Trained(fixedpoint.from_fixed(W), losses)
+        w, losses, _, _ = _train_float(case, be, workers, keep=False)
     return Trained(w, losses)
 
 
-def valid_loss(case, backend="numpy"):
+def valid_loss(case, backend="auto", threads=None):
     """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
     differentiates, as a plain function of the case (for finite differences and line searches)."""
-    w_T = train(case, backend=backend).w_final
-    if case.model is not None:
-        return case.model.loss_grad(w_T, case.X_valid, case.y_valid)[0]
-    return mlp.loss(w_T, case.X_valid, case.y_valid, case.layout, case.activation)
+    workers = Workers(threads)
+    with blas.single_threaded():
+        w_T = train(case, backend=backend, threads=workers.threads).w_final
+        if case.model is not None:
+            return case.model.loss_grad(w_T, case.X_valid, case.y_valid, workers=workers)[0]
+        return mlp.loss(w_T, case.X_valid, case.y_valid, case.layout, case.activation, workers)
 
 
 # --- Algorithm 2 ---------------------------------------------------------------------------
@@ -231,16 +225,16 @@ def valid_loss(case, backend="numpy"):
 class _Reversal:
     """Gives back w_t, v_{t+1} and then v_t by undoing Algorithm 1 in fixed point."""
 
-    def __init__(self, be, W, V, buf):
-        self.be, self.W, self.V, self.buf = be, W, V, buf
+    def __init__(self, be, workers, W, V, buf):
+        self.be, self.workers, self.W, self.V, self.buf = be, workers, W, V, buf
 
     def w_and_v_next(self, t, h):
         v_next = fixedpoint.from_fixed(self.V)
-        self.W = self.be.exact_unstep_w(self.W, self.V, h.alpha)
+        self.W = self.be.exact_unstep_w(self.W, self.V, h.alpha, self.workers)
         return fixedpoint.from_fixed(self.W), v_next
 
     def v(self, t, h, g):
-        self.V, self.buf = self.be.exact_unstep_v(self.V, self.buf, g, h.gamma, h.n)
+        self.V, self.buf = self.be.exact_unstep_v(self.V, self.buf, g, h.gamma, h.n, self.workers)
         return fixedpoint.from_fixed(self.V)
 
 
@@ -257,44 +251,48 @@ class _Stored:
         return self.vs[t]
 
 
-def hypergradient(case, method="reversible", backend="numpy"):
+def hypergradient(case, method="reversible", backend="auto", threads=None):
     """The gradient of f(w_T) = ell(w_T; X_valid, y_valid) with respect to every hyperparameter.
 
     Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma, d_init_scale, d_l2, d_w0,
     d_X_train (when case.grad_train_inputs), exact_recovery, buffer_bits, train_losses.
+    backend: "auto" (numba when installed), "numpy" or "numba"; threads: how many threads share
+    the work (None: every core this process may use). Every backend and thread count gives the
+    same bits.
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
-    be = get_backend(backend)
+    be, workers = get_backend(backend), Workers(threads)
     if method == "stored":
         _check_trajectory_fits(case)
+    with blas.single_threaded():
+        if method == "reversible":
+            W, V, buf, losses = _train_exact(case, be, workers)
+            w_T = fixedpoint.from_fixed(W)
+            traj = _Reversal(be, workers, W, V, buf)
+            bits = ans.size_bits(buf)
+        else:
+            w_T, losses, ws, vs = _train_float(case, be, workers, keep=True)
+            traj = _Stored(ws, vs)
+            bits = 64 * (ws.size + vs.size)
+        valid_loss, dw = passes(case, be, workers)[0](w_T, case.X_valid, case.y_valid)
+        grads = _reverse(case, be, workers, traj, dw)
     if method == "reversible":
-        W, V, buf, losses = _train_exact(case, be)
-        w_T = fixedpoint.from_fixed(W)
-        traj = _Reversal(be, W, V, buf)
-        bits = ans.size_bits(buf)
+        recovered = bool(np.array_equal(traj.W, _to_fixed_at(case, case.w0, "initialisation"))
+                      and ans.is_initial(traj.buf) and not traj.V.any())
     else:
-        w_T, losses, ws, vs = _train_float(case, be, keep=True)
-        traj = _Stored(ws, vs)
-        bits = 64 * (ws.size + vs.size)
-    valid_loss, dw = passes(case, be)[0](w_T, case.X_valid, case.y_valid)
-    grads = _reverse(case, be, traj, dw)
-    if method == "reversible":
-        exact = bool(np.array_equal(traj.W, _to_fixed_at(case, case.w0, "initialisation"))
-                     and ans.is_initial(traj.buf) and not traj.V.any())
-    else:
-        exact = True
-    return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=exact, buffer_bits=int(bits),
-                  train_losses=losses, **grads)
+        recovered = True
+    return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=recovered,
+                  buffer_bits=int(bits), train_losses=losses, **grads)
 
 
-def _reverse(case, be, traj, dw):
+def _reverse(case, be, workers, traj, dw):
     """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields."""
     lay, T = case.layout, case.T
     adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
     d_alpha, d_gamma = np.empty((T, lay.G)), np.empty((T, lay.G))
     d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
-    loss_grad_hvp = passes(case, be)[1]
+    loss_grad_hvp = passes(case, be, workers)[1]
     for t in range(T - 1, -1, -1):
         h = _step_hyper(case, t)
         rows = case.batches[t]

@@ -52,7 +52,9 @@ def outputs_of(path, tmp_path):
 def test_case_file_holds_every_design_key_with_its_dtype(case_file):
     with np.load(case_file, allow_pickle=False) as f:
         a = {k: f[k] for k in f.files}
-    assert set(a) == set(oracle.INPUT_KEYS) | set(oracle.OUTPUT_KEYS)
+    assert set(a) == set(oracle.INPUT_KEYS) | set(oracle.OUTPUT_KEYS) | {"provenance"}
+    made_by = json.loads(str(a["provenance"]))
+    assert made_by["numpy"] == np.__version__ and "blas" in made_by and "cpu_simd" in made_by
     assert a["spec"].ndim == 0 and json.loads(str(a["spec"]))["n_iters"] == 24
     assert a["layer_sizes"].dtype == np.int64 and str(a["activation"]) == "tanh"
     assert a["y_train"].dtype == a["batches"].dtype == np.int64

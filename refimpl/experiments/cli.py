@@ -6,11 +6,14 @@ interrupted by Ctrl-C (the last completed step is saved; `--resume DIR` continue
 """
 
 import json
+import sys
 import time
 from pathlib import Path
 
+from .. import blas
 from ..errors import InputError
 from ..sgd import BACKENDS, get_backend
+from ..threads import available_cores
 from . import DEFAULT_PRESET, PRESETS, plotting, runner
 
 
@@ -32,8 +35,12 @@ def add_parser(subparsers):
                    help="meta-iterations (for chaos: points on the step-size sweep); default per "
                    "preset, the paper's with --paper")
     p.add_argument("--seed", metavar="S", default="0", help="random seed (default 0)")
-    p.add_argument("--backend", metavar="NAME", default="numpy",
-                   help=f"one of {', '.join(BACKENDS)} (default numpy)")
+    p.add_argument("--backend", metavar="NAME", default="auto",
+                   help=f"one of {', '.join(BACKENDS)} (default auto: numba when installed); the "
+                   "results are the same bits with each")
+    p.add_argument("--threads", metavar="N",
+                   help=f"threads to use (default: every core this process may use, "
+                   f"{available_cores()} here); the results are the same bits for every N")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run whose --out folder is DIR from its last completed "
                    "meta-iteration (a finished run is only re-plotted)")
@@ -57,31 +64,43 @@ def _int(flag, text, minimum):
     return value
 
 
+def threads_flag(text):
+    """The value of --threads: None (every core) when not given, else an integer >= 1."""
+    return None if text is None else _int("--threads", text, 1)
+
+
 def _options(args):
-    """(options, out, arrays, records) from the flags, checked before any work or write."""
+    """(options, out, arrays, records, warning) from the flags, checked before any work or
+    write; warning says how the machine differs from the one that started a resumed run."""
+    if args.backend not in BACKENDS:
+        raise InputError(f"--backend {args.backend!r}: use one of {', '.join(BACKENDS)}")
+    threads = threads_flag(args.threads)
     if args.resume:
-        fixed = [f for f, v in (("--seed", args.seed != "0"), ("--backend",
-                 args.backend != "numpy"), ("--paper", args.paper), ("--small", args.small),
-                 ("--mnist", args.mnist), ("--out", args.out)) if v]
+        fixed = [f for f, v in (("--seed", args.seed != "0"), ("--paper", args.paper),
+                 ("--small", args.small), ("--mnist", args.mnist), ("--out", args.out)) if v]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change on --resume: the checkpoint "
-                             "fixes them (only --meta-iters may extend a run)")
-        options, arrays, records = runner.read_checkpoint(args.resume)
+                             "fixes them (--meta-iters may extend a run; --backend and "
+                             "--threads may change, they never change the results)")
+        options, arrays, records, provenance = runner.read_checkpoint(args.resume)
+        options.update(backend=args.backend, threads=threads)
+        change = runner.provenance_change(provenance)
+        warning = None if change is None else (
+            f"this machine differs from the one that computed the checkpoint ({change}); the "
+            "continued run may differ in its last bits from an uninterrupted one")
         if args.name and args.name != options["preset"]:
             raise InputError(f"--resume {args.resume} holds a {options['preset']!r} run, not "
                              f"{args.name!r}")
         if args.meta_iters is not None:
             options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records))
-        return options, Path(args.resume), arrays, records
+        return options, Path(args.resume), arrays, records, warning
     name = args.name or DEFAULT_PRESET
     if name not in PRESETS:
         raise InputError(f"unknown experiment {name!r}; use one of {', '.join(PRESETS)}")
-    if args.backend not in BACKENDS:
-        raise InputError(f"--backend {args.backend!r}: use one of {', '.join(BACKENDS)}")
     if args.paper and args.small:
         raise InputError("--paper and --small contradict each other; give one")
     options = {"preset": name, "seed": _int("--seed", args.seed, 0), "backend": args.backend,
-               "paper": args.paper, "small": args.small,
+               "threads": threads, "paper": args.paper, "small": args.small,
                "mnist_dir": str(Path(args.mnist).resolve()) if args.mnist else None}
     options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1)
                              if args.meta_iters is not None
@@ -92,12 +111,14 @@ def _options(args):
                          "or choose another folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    return options, out, None, []
+    return options, out, None, [], None
 
 
 def handler(args, say=print):
     """The `run` subcommand; returns the exit code."""
-    options, out, arrays, records = _options(args)
+    options, out, arrays, records, warning = _options(args)
+    if warning:
+        print(f"revlearn run: warning: {warning}", file=sys.stderr)
     get_backend(options["backend"])
     job = PRESETS[options["preset"]].Job(options)
     state = job.initial_state() if arrays is None else job.state_from_arrays(arrays)
@@ -110,14 +131,16 @@ def handler(args, say=print):
                                 if records else ""))
     start = time.perf_counter()
     try:
-        state, records = runner.run(job, out, options, state, records, say)
+        with blas.single_threaded():  # the evaluations' products too: the same bits every run
+            state, records = runner.run(job, out, options, state, records, say)
     except runner.Interrupted as e:
         runner.write_json(out / runner.RESULTS, runner.results_document(
             options, e.records, None, [], time.perf_counter() - start, complete=False))
         say(f"{e}; saved in {out}/. Continue with: revlearn run --resume {out}")
         return 130
     plt = plotting.pyplot()
-    summary, table, files = job.finish(state, records, out, plt)
+    with blas.single_threaded():
+        summary, table, files = job.finish(state, records, out, plt)
     seconds = time.perf_counter() - start
     files = [str(out / runner.RESULTS)] + files
     runner.write_json(out / runner.RESULTS, runner.results_document(

@@ -17,9 +17,11 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from .. import blas
 from ..atomic import atomic_write_bytes
 from ..errors import InputError
 
@@ -41,15 +43,27 @@ def write_csv(path, header, rows):
 
 
 def write_checkpoint(out, options, arrays, records):
-    """The state's arrays and, as a JSON string, the options and every record so far."""
-    meta = json.dumps({"format": FORMAT, "options": options, "records": records})
+    """The state's arrays and, as a JSON string, the options, every record so far and what
+    computed them (`blas.describe`: NumPy, its BLAS and kernel, the CPU's SIMD extensions)."""
+    meta = json.dumps({"format": FORMAT, "options": options, "records": records,
+                       "provenance": blas.describe()})
     buf = io.BytesIO()
     np.savez(buf, __job__=np.array(meta), **arrays)
     atomic_write_bytes(Path(out) / CHECKPOINT, buf.getvalue())
 
 
+class Checkpoint(NamedTuple):
+    """A checkpoint read back: the options, the state's arrays, the records so far, and what
+    computed them (None for a checkpoint that does not say)."""
+
+    options: dict
+    arrays: dict
+    records: list
+    provenance: dict
+
+
 def read_checkpoint(out):
-    """(options, arrays, records) from DIR/checkpoint.npz, refusing anything else."""
+    """The `Checkpoint` in DIR/checkpoint.npz, refusing anything else."""
     path = Path(out) / CHECKPOINT
     if not Path(out).is_dir():
         raise InputError(f"--resume {out}: no such folder")
@@ -66,7 +80,28 @@ def read_checkpoint(out):
     if meta.get("format") != FORMAT:
         raise InputError(f"--resume {out}: checkpoint format {meta.get('format')} is not "
                          f"{FORMAT}; it was written by another revlearn version")
-    return meta["options"], arrays, meta["records"]
+    return Checkpoint(meta["options"], arrays, meta["records"], meta.get("provenance"))
+
+
+def provenance_change(before, now=None):
+    """A sentence saying how `now` (default: this process) differs from `before` in what could
+    change the last bits of a result (NumPy's version, its BLAS and kernel, the CPU's SIMD
+    extensions), or None when nothing does."""
+    now = blas.describe() if now is None else now
+    if before is None:
+        return "the checkpoint does not say what computed it"
+    diffs = [f"{key} {_short(before.get(key))} -> {_short(now.get(key))}"
+             for key in ("numpy", "blas", "cpu_simd") if before.get(key) != now.get(key)]
+    return "; ".join(diffs) or None
+
+
+def _short(value):
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return ", ".join(f"{b.get('library')} {b.get('version') or ''} {b.get('kernel') or ''}"
+                         .strip() for b in value)
+    if isinstance(value, list):
+        return f"{len(value)} extensions"
+    return str(value)
 
 
 def _clock(seconds):
@@ -115,4 +150,5 @@ def results_document(options, records, summary, files, seconds, complete):
     """What results.json holds."""
     return {"preset": options["preset"], "complete": complete, "options": options,
             "steps_done": len(records), "summary": summary, "files": files,
-            "wall_seconds_this_session": seconds, "records": records}
+            "wall_seconds_this_session": seconds, "provenance": blas.describe(),
+            "records": records}
