@@ -12,7 +12,6 @@ lives, instead of their own.
 
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +20,7 @@ import numpy as np
 from .atomic import atomic_write
 from .case import Case
 from .errors import InputError
+from .npzfile import read_npz
 
 INPUT_KEYS = ("spec", "layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid",
               "batches", "eps", "alpha", "gamma", "init_scale", "l2")
@@ -62,21 +62,6 @@ def write_case(path, case, result):
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
-def load_npz(path, what):
-    """Every array of an .npz file (no pickle), or an InputError saying why it cannot be read."""
-    try:
-        with open(path, "rb") as fh:  # closed even when np.load fails half-way
-            f = np.load(fh, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise InputError(f"{what} {path} is a single .npy array, not an .npz file")
-            return {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{what} {path} is not a readable .npz file ({reason})") from None
-
-
 class Reference(NamedTuple):
     """A case file read back: the Case and its reference outputs (DESIGN §5 keys)."""
 
@@ -86,17 +71,17 @@ class Reference(NamedTuple):
 
 def read_case(path):
     """The Case and the reference outputs of a case file, after checking every key."""
-    a = load_npz(path, "case file")
+    a = read_npz(path, "case file")
     missing = [k for k in INPUT_KEYS + OUTPUT_KEYS if k not in a and k != "d_X_train"]
     if missing:
         raise InputError(f"case file {path} lacks {', '.join(missing)}")
     for key in ("spec", "activation"):
         if a[key].ndim != 0 or a[key].dtype.kind != "U":
             raise InputError(f"case file {path}: {key} must be a 0-d string, not {_desc(a[key])}")
-    try:
-        spec = json.loads(str(a["spec"]))
-    except json.JSONDecodeError as e:
-        raise InputError(f"case file {path}: spec is not JSON ({e})") from None
+    spec = _spec_of(a["spec"], f"case file {path}")
+    if a["layer_sizes"].ndim != 1 or a["layer_sizes"].dtype.kind not in "iu":
+        raise InputError(f"case file {path}: layer_sizes is {_desc(a['layer_sizes'])}, expected "
+                         "a 1-d int64 array")
     inputs = {k: a[k] for k in INPUT_KEYS[3:]}
     for key, arr in inputs.items():
         if arr.dtype.kind not in ("iu" if key in ("y_train", "y_valid", "batches") else "f"):
@@ -114,6 +99,17 @@ def read_case(path):
     for key, arr in outputs.items():
         _check_output(f"case file {path}", key, arr, case)
     return Reference(case, outputs)
+
+
+def _spec_of(text, where):
+    """The spec a case file stores as JSON text: a JSON object."""
+    try:
+        spec = json.loads(str(text))
+    except (ValueError, RecursionError):  # JSONDecodeError, digits beyond int's limit, nesting
+        raise InputError(f"{where}: spec is not valid JSON") from None
+    if not isinstance(spec, dict):
+        raise InputError(f"{where}: spec is a JSON {type(spec).__name__}, not an object")
+    return spec
 
 
 def expected_shape(key, case):
@@ -155,7 +151,7 @@ def compare(case_path, theirs_path, rtol=RTOL, atol=None):
     if not rtol >= 0 or (atol is not None and not atol >= 0):
         raise InputError(f"rtol and atol must be >= 0; received rtol={rtol}, atol={atol}")
     ref = read_case(case_path)
-    theirs = load_npz(theirs_path, "file")
+    theirs = read_npz(theirs_path, "answer file")
     unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS))
     if unknown:
         raise InputError(f"{theirs_path} holds unknown key(s) {', '.join(unknown)}; the output "

@@ -184,5 +184,12 @@ def test_npz_dataset_missing_arrays(tmp_path):
 def test_npz_dataset_not_a_zip(tmp_path):
     path = tmp_path / "d.npz"
     path.write_text("not a zip")
-    with pytest.raises(InputError, match="cannot read dataset"):
+    with pytest.raises(InputError, match="dataset .*d.npz is a text file, not an .npz file"):
+        make_case(small_spec(dataset=str(path)))
+
+
+def test_npz_dataset_lacking_everything(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path)
+    with pytest.raises(InputError, match="lacks X_train, y_train, X_valid, y_valid.*it has none"):
         make_case(small_spec(dataset=str(path)))

@@ -129,8 +129,9 @@ def bad_files(case_file, tmp_path):
     alpha = np.load(case_file)["alpha"].copy()
     alpha[0, 0] += 0.01
     return {
-        "truncated": (truncated, "not a readable .npz file"),
-        "not npz": (text, "not a readable .npz file"),
+        "truncated": (truncated, "truncated.npz is damaged or truncated: its zip directory "
+                                 "cannot be read"),
+        "not npz": (text, "text.npz is a text file, not an .npz file"),
         "wrong dtype": (copy_with(case_file, tmp_path / "dtype.npz",
                                   d_alpha=theirs["d_alpha"].astype(np.int64)),
                         "d_alpha is int64; expected float64"),
@@ -194,6 +195,34 @@ def test_bad_spec_is_refused_before_any_work(capsys, tmp_path, spec, reason):
     code, out, err = run(capsys, "oracle", path, "-o", tmp_path / "case.npz")
     assert code == 2 and reason in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "case.npz").exists()
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\xff\xfe{\x00}\x00", r"is not UTF-8 text \(byte 0xff at offset 0\); save it as UTF-8"),
+    (b"{\"layer_sizes\": [6, 3], \"activation\": \"tanh\xe9\"}", "is not UTF-8 text"),
+    (b"[" * 100_000 + b"]" * 100_000, "nests its JSON too deeply"),
+    (b"{\"n_iters\": " + b"9" * 5000 + b"}", "holds a number too long to read"),
+    (b"42", "holds a JSON number; a spec is a JSON object"),
+    (b"null", "holds a JSON null; a spec is a JSON object"),
+    (b"\"spec\"", "holds a JSON string; a spec is a JSON object"),
+    (b"", "is not valid JSON: Expecting value at line 1 column 1"),
+    (b"\x00\x01\x02garbage", "is not valid JSON"),
+])
+def test_hostile_spec_files_are_one_line_errors(capsys, tmp_path, content, reason):
+    path = tmp_path / "spec.json"
+    path.write_bytes(content)
+    code, out, err = run(capsys, "oracle", path, "-o", tmp_path / "case.npz")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert re.search(reason, err), err
+    assert not (tmp_path / "case.npz").exists()
+
+
+def test_a_spec_file_with_a_byte_order_mark_is_read(capsys, tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(small_spec(n_iters=3)).encode())
+    assert run(capsys, "oracle", path, "-o", tmp_path / "case.npz")[0] == 0
+    code, _, err = run(capsys, "oracle", tmp_path, "-o", tmp_path / "c.npz")
+    assert code == 2 and "is a folder; give a .json file" in err
 
 
 def test_oracle_refuses_an_unwritable_output_before_any_work(capsys, tmp_path, monkeypatch):

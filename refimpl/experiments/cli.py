@@ -47,13 +47,17 @@ def add_parser(subparsers):
     return p
 
 
-def _int(flag, text, minimum):
+MAX_META_ITERS = 1_000_000
+
+
+def _int(flag, text, minimum, maximum=None):
     try:
         value = int(text)
     except (TypeError, ValueError):
         value = None
-    if value is None or value < minimum:
-        raise InputError(f"{flag} {text!r}: give an integer >= {minimum}")
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        raise InputError(f"{flag} {text!r}: give an integer >= {minimum}"
+                         + (f" and <= {maximum:,}" if maximum is not None else ""))
     return value
 
 
@@ -67,11 +71,20 @@ def _options(args):
             raise InputError(f"{', '.join(fixed)} cannot change on --resume: the checkpoint "
                              "fixes them (only --meta-iters may extend a run)")
         options, arrays, records = runner.read_checkpoint(args.resume)
+        if options["meta_iters"] > MAX_META_ITERS:
+            raise InputError(f"--resume {args.resume}: its checkpoint asks for "
+                             f"{options['meta_iters']} meta-iterations, more than "
+                             f"{MAX_META_ITERS:,}")
+        for key, known in (("preset", PRESETS), ("backend", BACKENDS)):
+            if options[key] not in known:
+                raise InputError(f"--resume {args.resume}: its checkpoint names {key} "
+                                 f"{options[key]!r}; this revlearn knows {', '.join(known)}")
         if args.name and args.name != options["preset"]:
             raise InputError(f"--resume {args.resume} holds a {options['preset']!r} run, not "
                              f"{args.name!r}")
         if args.meta_iters is not None:
-            options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records))
+            options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records),
+                                         MAX_META_ITERS)
         return options, Path(args.resume), arrays, records
     name = args.name or DEFAULT_PRESET
     if name not in PRESETS:
@@ -83,7 +96,7 @@ def _options(args):
     options = {"preset": name, "seed": _int("--seed", args.seed, 0), "backend": args.backend,
                "paper": args.paper, "small": args.small,
                "mnist_dir": str(Path(args.mnist).resolve()) if args.mnist else None}
-    options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1)
+    options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1, MAX_META_ITERS)
                              if args.meta_iters is not None
                              else PRESETS[name].default_meta_iters(options))
     out = Path(args.out or f"revlearn-runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -95,12 +108,31 @@ def _options(args):
     return options, out, None, []
 
 
+def _resumed_state(job, arrays, records, where):
+    """The state a checkpoint holds, after checking its arrays against the job's own: the same
+    names, shapes and kinds of numbers, and a step count that matches the records."""
+    template = job.state_arrays(job.initial_state())
+    if set(arrays) != set(template):
+        raise InputError(f"{where}: its arrays ({', '.join(sorted(arrays)) or 'none'}) are not "
+                         f"those of this run's state ({', '.join(sorted(template))})")
+    for key, want in template.items():
+        got = arrays[key]
+        if got.shape != want.shape or got.dtype.kind != want.dtype.kind:
+            raise InputError(f"{where}: {key} is a {got.dtype} array of shape {got.shape}; this "
+                             f"run's state has {want.dtype} of shape {want.shape}")
+    if "i" in template and int(arrays["i"]) != len(records):
+        raise InputError(f"{where}: its state is at step {int(arrays['i'])} but it holds "
+                         f"{len(records)} records")
+    return job.state_from_arrays(arrays)
+
+
 def handler(args, say=print):
     """The `run` subcommand; returns the exit code."""
     options, out, arrays, records = _options(args)
     get_backend(options["backend"])
     job = PRESETS[options["preset"]].Job(options)
-    state = job.initial_state() if arrays is None else job.state_from_arrays(arrays)
+    where = f"--resume {out}: {runner.CHECKPOINT}"
+    state = job.initial_state() if arrays is None else _resumed_state(job, arrays, records, where)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -117,7 +149,13 @@ def handler(args, say=print):
         say(f"{e}; saved in {out}/. Continue with: revlearn run --resume {out}")
         return 130
     plt = plotting.pyplot()
-    summary, table, files = job.finish(state, records, out, plt)
+    try:
+        summary, table, files = job.finish(state, records, out, plt)
+    except KeyError as e:
+        if arrays is None:
+            raise
+        raise InputError(f"{where}: its records lack the field {e}, which a "
+                         f"{options['preset']!r} run records") from None
     seconds = time.perf_counter() - start
     files = [str(out / runner.RESULTS)] + files
     runner.write_json(out / runner.RESULTS, runner.results_document(
