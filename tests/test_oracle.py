@@ -113,9 +113,28 @@ def test_check_accepts_a_subset_of_outputs_and_the_case_inputs(capsys, case_file
     theirs = outputs_of(case_file, tmp_path)
     np.savez(tmp_path / "theirs.npz", d_alpha=theirs["d_alpha"] * (1 + 1e-9))
     code, out, _ = run(capsys, "check", case_file, tmp_path / "theirs.npz")
-    assert code == 0 and "all 1 outputs agree" in out
+    absent = ("w_final, valid_loss, d_gamma, d_init_scale, d_l2, d_w0, d_X_train, exact_recovery, "
+              "buffer_bits")
+    assert code == 0
+    assert f"not checked (absent from THEIRS): {absent}\n" in out
+    assert out.splitlines()[-1] == (f"all 1 provided outputs agree (rtol 1e-06); 9 not provided: "
+                                    f"{absent}")
+    assert "all 1 outputs agree" not in out  # negative control: the old, overclaiming verdict
     copy_with(case_file, tmp_path / "full.npz")  # a copy of the case itself, inputs included
     assert run(capsys, "check", case_file, tmp_path / "full.npz")[0] == 0
+
+
+def test_a_mismatch_among_a_subset_names_both(capsys, case_file, tmp_path):
+    theirs = outputs_of(case_file, tmp_path)
+    np.savez(tmp_path / "theirs.npz", d_alpha=theirs["d_alpha"] * 1.01, w_final=theirs["w_final"],
+             valid_loss=theirs["valid_loss"], d_gamma=theirs["d_gamma"],
+             d_init_scale=theirs["d_init_scale"], d_l2=theirs["d_l2"],
+             exact_recovery=theirs["exact_recovery"], buffer_bits=theirs["buffer_bits"])
+    code, out, _ = run(capsys, "check", case_file, tmp_path / "theirs.npz")
+    assert code == 1
+    assert "\nnot checked (absent from THEIRS): d_w0, d_X_train\n" in out
+    assert out.splitlines()[-1] == ("MISMATCH in d_alpha (rtol 1e-06, atol scaled per key); "
+                                    "2 not provided: d_w0, d_X_train")
 
 
 def bad_files(case_file, tmp_path):
@@ -135,6 +154,15 @@ def bad_files(case_file, tmp_path):
         "wrong dtype": (copy_with(case_file, tmp_path / "dtype.npz",
                                   d_alpha=theirs["d_alpha"].astype(np.int64)),
                         "d_alpha is int64; expected float64"),
+        "float32": (copy_with(case_file, tmp_path / "f4.npz",
+                              d_w0=theirs["d_w0"].astype(np.float32)),
+                    "d_w0 is float32; expected float64"),
+        "uint64 buffer_bits": (copy_with(case_file, tmp_path / "u8.npz",
+                                         buffer_bits=theirs["buffer_bits"].astype(np.uint64)),
+                               "buffer_bits is uint64; expected int64"),
+        "int exact_recovery": (copy_with(case_file, tmp_path / "b.npz",
+                                         exact_recovery=np.array(1)),
+                               "exact_recovery is int64; expected bool"),
         "wrong shape": (copy_with(case_file, tmp_path / "shape.npz", d_w0=theirs["d_w0"][:-1]),
                         r"d_w0 has shape \(142,\); the case needs \(143,\)"),
         "NaN": (copy_with(case_file, tmp_path / "nan.npz", d_gamma=nan),
@@ -150,7 +178,8 @@ def bad_files(case_file, tmp_path):
     }
 
 
-@pytest.mark.parametrize("kind", ["truncated", "not npz", "wrong dtype", "wrong shape", "NaN",
+@pytest.mark.parametrize("kind", ["truncated", "not npz", "wrong dtype", "float32",
+                                  "uint64 buffer_bits", "int exact_recovery", "wrong shape", "NaN",
                                   "mismatched inputs", "unknown key", "no outputs",
                                   "missing file"])
 def test_malformed_theirs_exits_2_with_a_one_line_reason(capsys, case_file, tmp_path, kind):
