@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import ans, fixedpoint, mlp
-from .case import Result
+from .case import Result, require_case
 from .errors import InputError, TrainingError
 
 METHODS = ("reversible", "stored")
@@ -209,6 +209,7 @@ def train(case, exact=True, backend="numpy"):
     exact=True runs the fixed-point arithmetic the reversible hypergradient differentiates;
     exact=False is plain float64 SGD with momentum, the baseline a user would otherwise run.
     """
+    require_case(case, "revlearn.train")
     be = get_backend(backend)
     if exact:
         W, _, _, losses = _train_exact(case, be)
@@ -220,6 +221,7 @@ def train(case, exact=True, backend="numpy"):
 def valid_loss(case, backend="numpy"):
     """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
     differentiates, as a plain function of the case (for finite differences and line searches)."""
+    require_case(case, "revlearn.valid_loss")
     w_T = train(case, backend=backend).w_final
     if case.model is not None:
         return case.model.loss_grad(w_T, case.X_valid, case.y_valid)[0]
@@ -263,6 +265,7 @@ def hypergradient(case, method="reversible", backend="numpy"):
     Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma, d_init_scale, d_l2, d_w0,
     d_X_train (when case.grad_train_inputs), exact_recovery, buffer_bits, train_losses.
     """
+    require_case(case, "revlearn.hypergradient")
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
     be = get_backend(backend)
