@@ -179,7 +179,36 @@ def test_numba_backend_gives_the_same_run_bit_for_bit(name, tmp_path, no_matplot
     assert results(tmp_path / "numba")["records"] == results(tmp_path / "numpy")["records"]
 
 
-# --- checkpoints that are valid zips but not revlearn's ---------------------------------------
+# --- --out, the closing line, and checkpoints that are valid zips but not revlearn's -------------
+
+def test_out_never_overwrites_a_folder_revlearn_did_not_write(tmp_path, capsys, no_matplotlib):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("precious")
+    (mine / "results.json").write_text("{}")
+    code, printed, err = run(["l2", "--small", "--out", str(mine)], capsys)
+    assert code == 2 and printed == "" and err.count("\n") == 1
+    assert f"--out {mine} is a folder that already holds files (chapter1.tex, results.json) and " \
+           "no revlearn run; give a new or empty folder" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["chapter1.tex", "results.json"]
+    assert (mine / "results.json").read_text() == "{}"
+    empty = tmp_path / "empty"
+    empty.mkdir()  # the control: an empty folder is fine
+    assert run(["l2", "--small", "--out", str(empty)]) == 0
+
+
+def test_the_closing_line_counts_the_steps_this_invocation_ran(tmp_path, capsys, no_matplotlib):
+    out = tmp_path / "run"
+    code, printed, _ = run(["l2", "--small", "--meta-iters", "2", "--out", str(out)], capsys)
+    assert code == 0
+    assert re.search(r"\n2 meta-iterations in [\d.]+ s this session\. Files:", printed)
+    code, printed, _ = run(["--resume", str(out), "--meta-iters", "3"], capsys)
+    assert code == 0
+    assert re.search(r"\n1 meta-iteration in [\d.]+ s this session \(3 in all\)\. Files:", printed)
+    code, printed, _ = run(["--resume", str(out)], capsys)  # finished: only re-plotted
+    assert code == 0
+    assert re.search(r"\n0 meta-iterations in [\d.]+ s this session \(3 in all\)\. Files:", printed)
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):

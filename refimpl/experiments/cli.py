@@ -100,12 +100,27 @@ def _options(args):
                              if args.meta_iters is not None
                              else PRESETS[name].default_meta_iters(options))
     out = Path(args.out or f"revlearn-runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_out(out)
+    return options, out, None, []
+
+
+def _check_out(out):
+    """Refuse an --out that exists and is not an empty folder: a run writes only into a new or
+    empty folder, so it never overwrites files it did not write."""
     if (out / runner.CHECKPOINT).exists():
         raise InputError(f"--out {out} already holds a run; continue it with --resume {out} "
                          "or choose another folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    return options, out, None, []
+    if out.is_dir():
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as e:
+            raise InputError(f"cannot list --out {out} ({e.strerror})") from None
+        if held:
+            shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+            raise InputError(f"--out {out} is a folder that already holds files ({shown}) and no "
+                             "revlearn run; give a new or empty folder")
 
 
 def _resumed_state(job, arrays, records, where):
@@ -126,6 +141,10 @@ def _resumed_state(job, arrays, records, where):
     return job.state_from_arrays(arrays)
 
 
+def _steps(n, unit):
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
 def handler(args, say=print):
     """The `run` subcommand; returns the exit code."""
     options, out, arrays, records = _options(args)
@@ -140,7 +159,7 @@ def handler(args, say=print):
     say(f"revlearn run {options['preset']}: {job.headline}")
     say(f"writing to {out}/" + (f"  (resuming after {len(records)} {job.unit}s)"
                                 if records else ""))
-    start = time.perf_counter()
+    start, done_before = time.perf_counter(), len(records)
     try:
         state, records = runner.run(job, out, options, state, records, say)
     except runner.Interrupted as e:
@@ -163,7 +182,9 @@ def handler(args, say=print):
     say("")
     say(table)
     say("")
-    say(f"{len(records)} {job.unit}s in {seconds:.1f} s this session. Files:")
+    done_here = len(records) - done_before
+    say(f"{_steps(done_here, job.unit)} in {seconds:.1f} s this session"
+        + (f" ({len(records)} in all)" if done_before else "") + ". Files:")
     for f in files:
         say(f"  {f}")
     if plt is None:
