@@ -22,6 +22,7 @@ import math
 import struct
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +126,7 @@ def _members(zf, size, path, what, max_bytes):
     if declared is not None and declared != len(infos):
         raise InputError(f"{what} {path} is damaged: its zip directory announces {declared} "
                          f"arrays but lists {len(infos)}")
-    names = [i.filename for i in infos]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
     if twice:
         raise InputError(f"{what} {path} holds {twice[0]!r} twice; it is damaged or was not "
                          "written by np.savez")

@@ -249,6 +249,8 @@ def rewrite_checkpoint(folder, meta_changes=None, array_changes=None, job=None):
     (dict(meta_changes={"options.seed": None}), "the run's options are not preset, seed"),
     (dict(meta_changes={"options.seed": "zero"}), "option seed is 'zero', not a valid value"),
     (dict(meta_changes={"options.small": 1}), "option small is 1, not a valid value"),
+    (dict(meta_changes={"options.meta_iters": 0, "records": []}),
+     "option meta_iters is 0, not a valid value"),
     (dict(meta_changes={"options.preset": "cifar"}), "names preset 'cifar'; this revlearn knows"),
     (dict(meta_changes={"options.backend": "cuda"}), "names backend 'cuda'"),
     (dict(meta_changes={"options.meta_iters": 10**12}), "asks for 1000000000000 meta-iterations"),

@@ -92,7 +92,7 @@ def _check_options(options, where):
         raise InputError(f"{where}: the run's options are not {', '.join(OPTION_TYPES)}")
     for key, types in OPTION_TYPES.items():
         value = options[key]
-        if type(value) not in types or (types == (int,) and value < 0):
+        if type(value) not in types or (types == (int,) and value < (key == "meta_iters")):
             raise InputError(f"{where}: option {key} is {value!r}, not a valid value")
 
 
