@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import ans, blas, fixedpoint, mlp
-from .case import Result
+from .case import Result, require_case
 from .errors import InputError, TrainingError
 from .exact import exact_step, exact_unstep_v, exact_unstep_w
 from .threads import Workers
@@ -200,6 +200,7 @@ def train(case, exact=True, backend="auto", threads=None):
     threads: how many threads share the work (None: every core this process may use); the
     results are the same bits for every thread count and backend.
     """
+    require_case(case, "revlearn.train")
     be, workers = get_backend(backend), Workers(threads)
     with blas.single_threaded():
         if exact:
@@ -212,6 +213,7 @@ def train(case, exact=True, backend="auto", threads=None):
 def valid_loss(case, backend="auto", threads=None):
     """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
     differentiates, as a plain function of the case (for finite differences and line searches)."""
+    require_case(case, "revlearn.valid_loss")
     workers = Workers(threads)
     with blas.single_threaded():
         w_T = train(case, backend=backend, threads=workers.threads).w_final
@@ -260,6 +262,7 @@ def hypergradient(case, method="reversible", backend="auto", threads=None):
     the work (None: every core this process may use). Every backend and thread count gives the
     same bits.
     """
+    require_case(case, "revlearn.hypergradient")
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
     be, workers = get_backend(backend), Workers(threads)

@@ -54,13 +54,17 @@ def add_parser(subparsers):
     return p
 
 
-def _int(flag, text, minimum):
+MAX_META_ITERS = 1_000_000
+
+
+def _int(flag, text, minimum, maximum=None):
     try:
         value = int(text)
     except (TypeError, ValueError):
         value = None
-    if value is None or value < minimum:
-        raise InputError(f"{flag} {text!r}: give an integer >= {minimum}")
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        raise InputError(f"{flag} {text!r}: give an integer >= {minimum}"
+                         + (f" and <= {maximum:,}" if maximum is not None else ""))
     return value
 
 
@@ -83,6 +87,14 @@ def _options(args):
                              "fixes them (--meta-iters may extend a run; --backend and "
                              "--threads may change, they never change the results)")
         options, arrays, records, provenance = runner.read_checkpoint(args.resume)
+        if options["meta_iters"] > MAX_META_ITERS:
+            raise InputError(f"--resume {args.resume}: its checkpoint asks for "
+                             f"{options['meta_iters']} meta-iterations, more than "
+                             f"{MAX_META_ITERS:,}")
+        for key, known in (("preset", PRESETS), ("backend", BACKENDS)):
+            if options[key] not in known:
+                raise InputError(f"--resume {args.resume}: its checkpoint names {key} "
+                                 f"{options[key]!r}; this revlearn knows {', '.join(known)}")
         options.update(backend=args.backend, threads=threads)
         change = runner.provenance_change(provenance)
         warning = None if change is None else (
@@ -92,7 +104,8 @@ def _options(args):
             raise InputError(f"--resume {args.resume} holds a {options['preset']!r} run, not "
                              f"{args.name!r}")
         if args.meta_iters is not None:
-            options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records))
+            options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records),
+                                         MAX_META_ITERS)
         return options, Path(args.resume), arrays, records, warning
     name = args.name or DEFAULT_PRESET
     if name not in PRESETS:
@@ -102,16 +115,53 @@ def _options(args):
     options = {"preset": name, "seed": _int("--seed", args.seed, 0), "backend": args.backend,
                "threads": threads, "paper": args.paper, "small": args.small,
                "mnist_dir": str(Path(args.mnist).resolve()) if args.mnist else None}
-    options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1)
+    options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1, MAX_META_ITERS)
                              if args.meta_iters is not None
                              else PRESETS[name].default_meta_iters(options))
     out = Path(args.out or f"revlearn-runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_out(out)
+    return options, out, None, [], None
+
+
+def _check_out(out):
+    """Refuse an --out that exists and is not an empty folder: a run writes only into a new or
+    empty folder, so it never overwrites files it did not write."""
     if (out / runner.CHECKPOINT).exists():
         raise InputError(f"--out {out} already holds a run; continue it with --resume {out} "
                          "or choose another folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    return options, out, None, [], None
+    if out.is_dir():
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as e:
+            raise InputError(f"cannot list --out {out} ({e.strerror})") from None
+        if held:
+            shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+            raise InputError(f"--out {out} is a folder that already holds files ({shown}) and no "
+                             "revlearn run; give a new or empty folder")
+
+
+def _resumed_state(job, arrays, records, where):
+    """The state a checkpoint holds, after checking its arrays against the job's own: the same
+    names, shapes and kinds of numbers, and a step count that matches the records."""
+    template = job.state_arrays(job.initial_state())
+    if set(arrays) != set(template):
+        raise InputError(f"{where}: its arrays ({', '.join(sorted(arrays)) or 'none'}) are not "
+                         f"those of this run's state ({', '.join(sorted(template))})")
+    for key, want in template.items():
+        got = arrays[key]
+        if got.shape != want.shape or got.dtype.kind != want.dtype.kind:
+            raise InputError(f"{where}: {key} is a {got.dtype} array of shape {got.shape}; this "
+                             f"run's state has {want.dtype} of shape {want.shape}")
+    if "i" in template and int(arrays["i"]) != len(records):
+        raise InputError(f"{where}: its state is at step {int(arrays['i'])} but it holds "
+                         f"{len(records)} records")
+    return job.state_from_arrays(arrays)
+
+
+def _steps(n, unit):
+    return f"{n} {unit}{'' if n == 1 else 's'}"
 
 
 def handler(args, say=print):
@@ -121,7 +171,8 @@ def handler(args, say=print):
         print(f"revlearn run: warning: {warning}", file=sys.stderr)
     get_backend(options["backend"])
     job = PRESETS[options["preset"]].Job(options)
-    state = job.initial_state() if arrays is None else job.state_from_arrays(arrays)
+    where = f"--resume {out}: {runner.CHECKPOINT}"
+    state = job.initial_state() if arrays is None else _resumed_state(job, arrays, records, where)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -129,7 +180,7 @@ def handler(args, say=print):
     say(f"revlearn run {options['preset']}: {job.headline}")
     say(f"writing to {out}/" + (f"  (resuming after {len(records)} {job.unit}s)"
                                 if records else ""))
-    start = time.perf_counter()
+    start, done_before = time.perf_counter(), len(records)
     try:
         with blas.single_threaded():  # the evaluations' products too: the same bits every run
             state, records = runner.run(job, out, options, state, records, say)
@@ -140,7 +191,13 @@ def handler(args, say=print):
         return 130
     plt = plotting.pyplot()
     with blas.single_threaded():
-        summary, table, files = job.finish(state, records, out, plt)
+        try:
+            summary, table, files = job.finish(state, records, out, plt)
+        except KeyError as e:
+            if arrays is None:
+                raise
+            raise InputError(f"{where}: its records lack the field {e}, which a "
+                             f"{options['preset']!r} run records") from None
     seconds = time.perf_counter() - start
     files = [str(out / runner.RESULTS)] + files
     runner.write_json(out / runner.RESULTS, runner.results_document(
@@ -148,7 +205,9 @@ def handler(args, say=print):
     say("")
     say(table)
     say("")
-    say(f"{len(records)} {job.unit}s in {seconds:.1f} s this session. Files:")
+    done_here = len(records) - done_before
+    say(f"{_steps(done_here, job.unit)} in {seconds:.1f} s this session"
+        + (f" ({len(records)} in all)" if done_before else "") + ". Files:")
     for f in files:
         say(f"  {f}")
     if plt is None:
