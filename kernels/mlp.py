@@ -20,6 +20,7 @@ sums over rows and over classes run in increasing index order, as refimpl's `_ro
 import numpy as np
 
 from revlearn import mlp
+from revlearn.blas import DGEMM, NO_TRANS, ROW_MAJOR, TRANS
 from revlearn.threads import SERIAL
 
 from .elementary import exp, log, tanh
@@ -168,123 +169,199 @@ def _rdelta_out(P, Rz, N):
     return out
 
 
-# --- the passes on one chunk of rows ------------------------------------------------------
+# --- the passes on one chunk of rows, whole, inside one kernel ---------------------------
 
-TANH, RELU = "tanh", "relu"
+@kernel(inline=True)
+def _mm(f, A, ta, B, tb, C):
+    """C <- op(A) op(B) by one call of cblas_dgemm `f` (beta = 0), A and B row-major as stored:
+    `revlearn.blas.mm`'s call, argument for argument."""
+    M = A.shape[1] if ta else A.shape[0]
+    K = A.shape[0] if ta else A.shape[1]
+    N = B.shape[0] if tb else B.shape[1]
+    f(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K, 1.0,
+      A.ctypes.data, A.shape[1], B.ctypes.data, B.shape[1], 0.0, C.ctypes.data, N)
 
 
-def _forward(params, X, activation):
-    """Activations a_0 = X, a_1, ..., a_{L-1} and the logits z_L."""
+@kernel(inline=True)
+def _layer(w, sizes, l):
+    """The views W_l (fan_in x fan_out) and b_l into the flat vector w."""
+    o = 0
+    for k in range(l):
+        o += sizes[k] * sizes[k + 1] + sizes[k + 1]
+    i, k = sizes[l], sizes[l + 1]
+    return w[o:o + i * k].reshape((i, k)), w[o + i * k:o + i * k + k]
+
+
+@kernel(inline=True)
+def _forward(f, w, X, sizes, tanh):
+    """Activations a_0 = X, ..., a_{L-1} and the logits z_L (refimpl's `_forward`)."""
+    L = len(sizes) - 1
     a = [X]
-    for W, b in params[:-1]:
-        z = a[-1] @ W
-        if activation == TANH:
+    for l in range(L):
+        W, b = _layer(w, sizes, l)
+        z = np.empty((X.shape[0], sizes[l + 1]))
+        _mm(f, a[l], False, W, False, z)
+        if l == L - 1:
+            _add_bias(z, b)
+            return a, z
+        if tanh:
             _add_bias_tanh(z, b)
         else:
             _add_bias_relu(z, b)
         a.append(z)
-    W, b = params[-1]
-    z = a[-1] @ W
-    _add_bias(z, b)
-    return a, z
+    return a, X  # not reached: L >= 1
 
 
-def _times_dphi(E, A, activation):
-    return _times_dtanh(E, A) if activation == TANH else _times_drelu(E, A)
+@kernel(inline=True)
+def _times_dphi(E, A, tanh):
+    return _times_dtanh(E, A) if tanh else _times_drelu(E, A)
 
 
-def _backward(params, a, delta, activation, g_params):
-    """Backward pass from delta_L, writing dW_l, db_l into the views g_params; returns the deltas
-    and es[l] = delta_{l+1} W_{l+1}^T (refimpl's `_backward`)."""
-    L = len(params)
-    deltas, es = [None] * L, [None] * L
-    deltas[-1] = delta
+@kernel(inline=True)
+def _backward(f, w, a, delta, sizes, tanh, g):
+    """Backward pass from delta_L writing dW_l, db_l into g; returns the deltas and es[l] =
+    delta_{l+1} W_{l+1}^T (refimpl's `_backward`)."""
+    L = len(sizes) - 1
+    deltas = [delta] * L
+    es = [delta] * L  # es[0] is never used
     for l in range(L - 1, -1, -1):
-        np.matmul(a[l].T, deltas[l], out=g_params[l][0])
-        _rows_sum(deltas[l], g_params[l][1])
+        W, _ = _layer(w, sizes, l)
+        gW, gb = _layer(g, sizes, l)
+        _mm(f, a[l], True, deltas[l], False, gW)
+        _rows_sum(deltas[l], gb)
         if l > 0:
-            es[l] = deltas[l] @ params[l][0].T
-            deltas[l - 1] = _times_dphi(es[l], a[l], activation)
+            e = np.empty((delta.shape[0], sizes[l]))
+            _mm(f, deltas[l], False, W, True, e)
+            es[l] = e
+            deltas[l - 1] = _times_dphi(e, a[l], tanh)
     return deltas, es
 
 
-def loss_grad_chunk(w, X, y, N, layout, activation):
-    """refimpl's `mlp.loss_grad_chunk`: the chunk's sum of ell_r and its share of the gradient."""
-    params = layout.unflatten(w)
-    a, z = _forward(params, X, activation)
+@kernel
+def _loss_grad_chunk(f, w, X, y, N, sizes, tanh, g):
+    """refimpl's `mlp.loss_grad_chunk` on one chunk, all of it without the GIL: returns the
+    chunk's sum of ell_r and writes its share of the gradient into g."""
+    a, z = _forward(f, w, X, sizes, tanh)
     p = np.empty_like(z)
     ell = _softmax(z, y, p)
     _output_delta(p, y, N)
+    _backward(f, w, a, p, sizes, tanh, g)
+    return ell
+
+
+@kernel
+def _loss_grad_hvp_chunk(f, w, dv, X, y, N, sizes, tanh, g, Hdv, dX, input_grad):
+    """refimpl's `mlp.loss_grad_hvp_chunk` on one chunk, without the GIL: returns the chunk's sum
+    of ell_r and writes its shares of the gradient and of H dv into g and Hdv, and its rows of
+    d/dX (grad_w ell . dv) into dX when input_grad."""
+    L = len(sizes) - 1
+    B = X.shape[0]
+    a, z = _forward(f, w, X, sizes, tanh)
+    p = np.empty_like(z)
+    ell = _softmax(z, y, p)
+
+    Rz = [z] * L  # R-forward (R a_0 = 0)
+    Ra = [z] * L  # Ra[0] is never used
+    for l in range(L):
+        W, _ = _layer(w, sizes, l)
+        V, c = _layer(dv, sizes, l)
+        r = np.empty((B, sizes[l + 1]))
+        _mm(f, a[l], False, V, False, r)
+        if l > 0:
+            t = np.empty((B, sizes[l + 1]))
+            _mm(f, Ra[l], False, W, False, t)
+            _add_bias_and(r, c, t)
+        else:
+            _add_bias(r, c)
+        Rz[l] = r
+        if l < L - 1:
+            Ra[l + 1] = _times_dphi(r, a[l + 1], tanh)
+
+    Rdelta = _rdelta_out(p, Rz[L - 1], N)
+    _output_delta(p, y, N)
+    deltas, es = _backward(f, w, a, p, sizes, tanh, g)
+    for l in range(L - 1, -1, -1):  # R-backward
+        W, _ = _layer(w, sizes, l)
+        V, _ = _layer(dv, sizes, l)
+        HW, Hb = _layer(Hdv, sizes, l)
+        _mm(f, a[l], True, Rdelta, False, HW)
+        if l > 0:
+            t = np.empty_like(HW)
+            _mm(f, Ra[l], True, deltas[l], False, t)
+            _add_into(HW, t)
+        _rows_sum(Rdelta, Hb)
+        if l > 0:
+            S = np.empty((B, sizes[l]))
+            _mm(f, deltas[l], False, V, True, S)
+            R = np.empty((B, sizes[l]))
+            _mm(f, Rdelta, False, W, True, R)
+            if tanh:
+                _rdelta_tanh(R, S, a[l], es[l], Rz[l - 1])
+            else:
+                _rdelta_relu(R, S, a[l])
+            Rdelta = R
+    if input_grad:
+        W, _ = _layer(w, sizes, 0)
+        V, _ = _layer(dv, sizes, 0)
+        t = np.empty_like(dX)
+        _mm(f, Rdelta, False, W, True, dX)
+        _mm(f, deltas[0], False, V, True, t)
+        _add_into(dX, t)
+    return ell
+
+
+@kernel
+def _add_into(A, B):
+    """A <- A + B, entry by entry."""
+    for i in range(A.size):
+        A.flat[i] = A.flat[i] + B.flat[i]
+
+
+# --- chunks and all rows: refimpl's drivers with these chunk passes -----------------------
+
+def loss_grad_chunk(w, X, y, N, layout, activation):
+    """refimpl's `mlp.loss_grad_chunk`: the chunk's sum of ell_r and its share of the gradient."""
     g = np.empty_like(w)
-    _backward(params, a, p, activation, layout.unflatten(g))
+    ell = _loss_grad_chunk(DGEMM, w, X, y, N, _sizes(layout), _is_tanh(activation), g)
     return ell, g
 
 
 def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
     """refimpl's `mlp.loss_grad_hvp_chunk`: the chunk's shares of ell, grad_w ell and H dv, and its
     rows of d/dX (grad_w ell . dv) if asked, sharing one forward pass."""
-    params, dirs = layout.unflatten(w), layout.unflatten(dv)
-    L = layout.L
-    a, z = _forward(params, X, activation)
-    p = np.empty_like(z)
-    ell = _softmax(z, y, p)
-
-    Rz, Ra = [None] * L, [None] * L  # R-forward (R a_0 = 0)
-    for l in range(L):
-        (W, _), (V, c) = params[l], dirs[l]
-        Rz[l] = a[l] @ V
-        if l > 0:
-            _add_bias_and(Rz[l], c, Ra[l] @ W)
-        else:
-            _add_bias(Rz[l], c)
-        if l < L - 1:
-            Ra[l + 1] = _times_dphi(Rz[l], a[l + 1], activation)
-
-    Rdelta = _rdelta_out(p, Rz[-1], N)
     g, Hdv = np.empty_like(w), np.empty_like(w)
-    _output_delta(p, y, N)
-    deltas, es = _backward(params, a, p, activation, layout.unflatten(g))
-    hvps = layout.unflatten(Hdv)
-    for l in range(L - 1, -1, -1):  # R-backward
-        (W, _), (V, _) = params[l], dirs[l]
-        HW, Hb = hvps[l]
-        np.matmul(a[l].T, Rdelta, out=HW)
-        if l > 0:
-            HW += Ra[l].T @ deltas[l]
-        _rows_sum(Rdelta, Hb)
-        if l > 0:
-            S = deltas[l] @ V.T
-            Rdelta = Rdelta @ W.T
-            if activation == TANH:
-                _rdelta_tanh(Rdelta, S, a[l], es[l], Rz[l - 1])
-            else:
-                _rdelta_relu(Rdelta, S, a[l])
-    dX = Rdelta @ params[0][0].T + deltas[0] @ dirs[0][0].T if input_grad else None
-    return ell, g, Hdv, dX
+    dX = np.empty(X.shape if input_grad else (0, X.shape[1]))
+    ell = _loss_grad_hvp_chunk(DGEMM, w, dv, X, y, N, _sizes(layout), _is_tanh(activation), g,
+                               Hdv, dX, input_grad)
+    return ell, g, Hdv, dX if input_grad else None
 
-
-# --- all rows: refimpl's drivers with these chunk passes ------------------------------------
 
 def loss_grad(w, X, y, layout, activation, workers=SERIAL):
-    """ell(w; X, y) and grad_w ell (refimpl's `mlp.loss_grad` with the kernels)."""
+    """ell(w; X, y) and grad_w ell (refimpl's `mlp.loss_grad` with these chunk passes)."""
     w, X, y = _floats(w), _floats(X), np.ascontiguousarray(y, dtype=np.int64)
-    _check_activation(activation)
-    return mlp.loss_grad(w, X, y, layout, activation, workers, chunk=loss_grad_chunk)
+    chunk = loss_grad_chunk if DGEMM is not None else mlp.loss_grad_chunk
+    _is_tanh(activation)
+    return mlp.loss_grad(w, X, y, layout, activation, workers, chunk=chunk)
 
 
 def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False, workers=SERIAL):
     """ell, grad_w ell, H dv and, if asked, d/dX (grad_w ell . dv) (refimpl's
-    `mlp.loss_grad_hvp` with the kernels)."""
+    `mlp.loss_grad_hvp` with these chunk passes)."""
     w, dv, X = _floats(w), _floats(dv), _floats(X)
     y = np.ascontiguousarray(y, dtype=np.int64)
-    _check_activation(activation)
-    return mlp.loss_grad_hvp(w, dv, X, y, layout, activation, input_grad, workers,
-                             chunk=loss_grad_hvp_chunk)
+    chunk = loss_grad_hvp_chunk if DGEMM is not None else mlp.loss_grad_hvp_chunk
+    _is_tanh(activation)
+    return mlp.loss_grad_hvp(w, dv, X, y, layout, activation, input_grad, workers, chunk=chunk)
 
 
-def _check_activation(activation):
-    if activation not in (TANH, RELU):
+def _sizes(layout):
+    return np.asarray(layout.layer_sizes, dtype=np.int64)
+
+
+def _is_tanh(activation):
+    if activation not in ("tanh", "relu"):
         raise ValueError(f"the numba kernels know tanh and relu, not {activation!r}")
+    return activation == "tanh"
 
 
 def _floats(a):

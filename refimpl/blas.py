@@ -1,4 +1,4 @@
-"""NumPy's BLAS: held to one thread while revlearn computes, and described for the record.
+"""NumPy's BLAS: held to one thread while revlearn computes, called directly, and described.
 
 A multi-threaded BLAS splits a matrix product between its threads in a way that changes the
 rounding (with OpenBLAS, `X @ W` on a 200 x 784 batch differs in its last bits between 1 and 2
@@ -13,6 +13,13 @@ OpenBLAS (`openblas_set_num_threads`, with the prefixes and suffixes of NumPy's 
 MKL (`MKL_Set_Num_Threads`) and BLIS (`bli_thread_set_num_threads`). `describe()` records which
 BLAS computed a result (name, version, the kernel it chose for this CPU): the last bits of a matrix
 product differ between kernels, so results from different machines are compared with that in mind.
+
+`mm(A, B, ta, tb)` is every matrix product of the MLP: op(A) op(B), op a transpose when asked, with
+A and B as stored (row-major), by one call of NumPy's own OpenBLAS `cblas_dgemm` (beta = 0), the
+same call the numba backend makes from inside its kernels (`DGEMM` is that entry point, or None
+where NumPy's BLAS is not an OpenBLAS found in NumPy's own folder: then `mm` is `np.matmul` and the
+numba backend calls it too). One routine for every shape keeps both backends on the same rounding
+without depending on how `np.matmul` dispatches (it takes other paths when a dimension is 1).
 """
 
 import contextlib
@@ -51,6 +58,21 @@ class _Library:
         for f in (self.config, self.core):
             if f is not None:
                 f.restype = ctypes.c_char_p
+        self.dgemm = self._dgemm() if self.get is not None and api == "openblas" else None
+
+    def _dgemm(self):
+        """cblas_dgemm with its argument types (64-bit integers in a USE64BITINT build)."""
+        config = self.config().decode(errors="replace") if self.config is not None else ""
+        for prefix, suffix in OPENBLAS_AFFIXES:
+            f = getattr(self.dll, f"{prefix}cblas_dgemm{suffix}", None)
+            if f is not None:
+                i = ctypes.c_int64 if "USE64BITINT" in config.split() else ctypes.c_int32
+                d, p = ctypes.c_double, ctypes.c_void_p
+                f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i, i, i, d, p, i, p, i, d,
+                              p, i]
+                f.restype = None
+                return f
+        return None
 
     def describe(self):
         out = {"api": self.api, "library": Path(self.path).name}
@@ -150,6 +172,49 @@ def describe():
             "numpy_blas": f"{build.get('name', '?')} {build.get('version', '')}".strip(),
             "blas": [lib.describe() for lib in _libraries()],
             "cpu_simd": sorted(k for k, v in features.items() if v)}
+
+
+# --- the matrix products -----------------------------------------------------------------------
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+
+def _numpy_dgemm():
+    """The cblas_dgemm of the OpenBLAS in NumPy's own folder, if it computes a product right."""
+    home = Path(np.__file__).resolve().parent
+    folders = {home, home.parent / "numpy.libs", home / ".libs", home / ".dylibs"}
+    for lib in _libraries():
+        if lib.dgemm is not None and Path(lib.path).resolve().parent in folders:
+            if _sound(lib.dgemm):
+                return lib.dgemm
+    return None
+
+
+def _sound(f):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((7, 5)), rng.standard_normal((6, 5))
+    C = np.empty((7, 6))
+    f(ROW_MAJOR, NO_TRANS, TRANS, 7, 6, 5, 1.0, A.ctypes.data, 5, B.ctypes.data, 5, 0.0,
+      C.ctypes.data, 6)
+    return bool(np.allclose(C, A @ B.T, rtol=1e-12, atol=1e-12))
+
+
+DGEMM = _numpy_dgemm() if os.environ.get("REVLEARN_DGEMM", "1") != "0" else None
+
+
+def mm(A, B, ta=False, tb=False, out=None):
+    """op(A) op(B), A and B C-contiguous 2-d float64 (op(X) = X.T when asked): one dgemm call."""
+    if not (A.flags.c_contiguous and B.flags.c_contiguous):
+        raise ValueError("mm takes C-contiguous arrays (pass A and ta=True for A.T)")
+    M, K = (A.shape[1], A.shape[0]) if ta else A.shape
+    N = B.shape[0] if tb else B.shape[1]
+    if out is None:
+        out = np.empty((M, N))
+    if DGEMM is None:
+        return np.matmul(A.T if ta else A, B.T if tb else B, out=out)
+    DGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K, 1.0,
+          A.ctypes.data, A.shape[1], B.ctypes.data, B.shape[1], 0.0, out.ctypes.data, N)
+    return out
 
 
 def _forget():

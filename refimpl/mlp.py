@@ -21,9 +21,9 @@ layer's R-products reduce to X V_1 and X^T R delta_1.
 The rows are taken in chunks (`revlearn.partition.row_chunks`): each pass runs on one chunk, its
 sums over rows (the loss, dW_l, db_l and their R-versions) are that chunk's, and `loss_grad` /
 `loss_grad_hvp` add the chunks' up in chunk order, with as many threads as `workers` holds. Every
-sum over rows or classes runs in increasing index order (`_rows_sum`, `_classes_sum`), and the
-activations and the softmax use `revlearn.elementary`, so the numba backend (`revlearn.kernels.mlp`)
-gives the same bits.
+sum over rows or classes runs in increasing index order (`_rows_sum`, `_classes_sum`), every
+matrix product is one `blas.mm` call (a dgemm), and the activations and the softmax use
+`revlearn.elementary`, so the numba backend (`revlearn.kernels.mlp`) gives the same bits.
 
 The penalty 1/2 sum lam w^2 is not part of these passes; `sgd` adds lam*w and lam*dv.
 """
@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import elementary
+from .blas import mm
 from .partition import row_chunks
 from .threads import SERIAL
 
@@ -164,9 +165,9 @@ def _forward(params, X, act):
     """Activations a_0 = X, a_1, ..., a_{L-1} and the logits z_L."""
     a = [X]
     for W, b in params[:-1]:
-        a.append(act.phi(a[-1] @ W + b))
+        a.append(act.phi(mm(a[-1], W) + b))
     W, b = params[-1]
-    return a, a[-1] @ W + b
+    return a, mm(a[-1], W) + b
 
 
 def _output_delta(p, y, N):
@@ -186,10 +187,10 @@ def _backward(params, a, delta, act, g_params):
     deltas, es = [None] * L, [None] * L
     deltas[-1] = delta
     for l in range(L - 1, -1, -1):
-        np.matmul(a[l].T, deltas[l], out=g_params[l][0])
+        mm(a[l], deltas[l], ta=True, out=g_params[l][0])
         g_params[l][1][:] = _rows_sum(deltas[l])
         if l > 0:
-            es[l] = deltas[l] @ params[l][0].T
+            es[l] = mm(deltas[l], params[l][0], tb=True)
             deltas[l - 1] = es[l] * act.dphi(a[l])
     return deltas, es
 
@@ -235,9 +236,9 @@ def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
         Rz, Ra = [None] * L, [None] * L
         for l in range(L):
             (W, _), (V, c) = params[l], dirs[l]
-            Rz[l] = a[l] @ V + c
+            Rz[l] = mm(a[l], V) + c
             if l > 0:
-                Rz[l] += Ra[l] @ W
+                Rz[l] += mm(Ra[l], W)
             if l < L - 1:
                 Ra[l + 1] = act.dphi(a[l + 1]) * Rz[l]
 
@@ -249,15 +250,16 @@ def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
         for l in range(L - 1, -1, -1):
             (W, _), (V, _) = params[l], dirs[l]
             HW, Hb = hvps[l]
-            np.matmul(a[l].T, Rdelta, out=HW)
+            mm(a[l], Rdelta, ta=True, out=HW)
             if l > 0:
-                HW += Ra[l].T @ deltas[l]
+                HW += mm(Ra[l], deltas[l], ta=True)
             Hb[:] = _rows_sum(Rdelta)
             if l > 0:
-                Rdelta = (Rdelta @ W.T + deltas[l] @ V.T) * act.dphi(a[l])
+                Rdelta = (mm(Rdelta, W, tb=True) + mm(deltas[l], V, tb=True)) * act.dphi(a[l])
                 if act.d2phi is not None:
                     Rdelta += es[l] * act.d2phi(a[l]) * Rz[l - 1]
-        dX = Rdelta @ params[0][0].T + deltas[0] @ dirs[0][0].T if input_grad else None
+        dX = (mm(Rdelta, params[0][0], tb=True) + mm(deltas[0], dirs[0][0], tb=True)
+              if input_grad else None)
     return ell, g, Hdv, dX
 
 

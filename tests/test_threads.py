@@ -283,3 +283,33 @@ def test_blas_description_names_numpy_the_library_and_the_cpu():
     assert d["numpy"] == np.__version__ and isinstance(d["cpu_simd"], list)
     assert all({"api", "library"} <= set(lib) for lib in d["blas"])
     json.dumps(d)
+
+
+def test_without_the_direct_dgemm_both_backends_use_matmul_and_agree():
+    # where NumPy's BLAS is not an OpenBLAS revlearn can call, every product is np.matmul and the
+    # numba backend runs refimpl's MLP passes: still the same bits on each backend and thread count
+    script = textwrap.dedent(f"""
+        import json, sys
+        import revlearn
+        from revlearn import blas
+        assert blas.DGEMM is None
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from test_threads import SPEC, fingerprint
+        case = revlearn.make_case(dict(SPEC, n_iters=4))
+        print(json.dumps(sorted({{fingerprint(revlearn.hypergradient(case, backend=b, threads=n))
+                                  for b, n in (("numpy", 1), ("numba", 1), ("numba", 2))}})))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, REVLEARN_DGEMM="0"), timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout.strip().splitlines()[-1])) == 1
+
+
+def test_mm_is_one_dgemm_with_the_transposes_asked_for():
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((6, 4)), rng.standard_normal((4, 5))
+    assert np.allclose(blas.mm(A, B), A @ B, rtol=1e-14)
+    assert np.allclose(blas.mm(np.ascontiguousarray(A.T), B, ta=True), A @ B, rtol=1e-14)
+    assert np.allclose(blas.mm(A, np.ascontiguousarray(B.T), tb=True), A @ B, rtol=1e-14)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        blas.mm(A.T, B[:, :4].T)
