@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import revlearn
+
+# Property tests take their number of cases from the profile: the default run stays quick;
+# `python -m pytest --hypothesis-profile=long tests/test_properties.py tests/test_independent.py`
+# runs 2,000 cases of each property test.
+settings.register_profile("default", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", settings.get_profile("default"), max_examples=2000)
+settings.load_profile("default")
 
 
 def small_spec(**changes):
