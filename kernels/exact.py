@@ -377,9 +377,15 @@ def exact_unstep_v(V, buf, g, gamma, n, workers=SERIAL):
     return V, Buffer(x, stack, top, peak)
 
 
+PART = 2  # blocks in a range (the ranges change the speed, never the result)
+
+
 def _share(workers, blocks, run):
-    """run(b0, b1) on consecutive ranges of the blocks, one range per worker thread."""
-    parts = min(workers.threads, blocks)
+    """run(b0, b1) on consecutive ranges of PART blocks, shared out among the workers' threads as
+    they come free: a thread that wakes late takes fewer ranges. One range per thread when the
+    caller runs alone."""
+    parts = blocks // PART if workers.threads > 1 else 1
+    parts = max(1, parts)
     bounds = [blocks * k // parts for k in range(parts + 1)]
     workers.map(lambda k: run(bounds[k], bounds[k + 1]), parts)
 

@@ -319,29 +319,33 @@ def _add_into(A, B):
 
 # --- chunks and all rows: refimpl's drivers with these chunk passes -----------------------
 
-def loss_grad_chunk(w, X, y, N, layout, activation):
-    """refimpl's `mlp.loss_grad_chunk`: the chunk's sum of ell_r and its share of the gradient."""
-    g = np.empty_like(w)
-    ell = _loss_grad_chunk(DGEMM, w, X, y, N, _sizes(layout), _is_tanh(activation), g)
-    return ell, g
+def loss_grad_chunk(w, X, y, N, layout, activation, g):
+    """refimpl's `mlp.loss_grad_chunk`: the chunk's sum of ell_r; its share of the gradient into
+    g."""
+    return _loss_grad_chunk(DGEMM, w, X, y, N, _sizes(layout), _is_tanh(activation), g)
 
 
-def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
-    """refimpl's `mlp.loss_grad_hvp_chunk`: the chunk's shares of ell, grad_w ell and H dv, and its
-    rows of d/dX (grad_w ell . dv) if asked, sharing one forward pass."""
-    g, Hdv = np.empty_like(w), np.empty_like(w)
-    dX = np.empty(X.shape if input_grad else (0, X.shape[1]))
-    ell = _loss_grad_hvp_chunk(DGEMM, w, dv, X, y, N, _sizes(layout), _is_tanh(activation), g,
-                               Hdv, dX, input_grad)
-    return ell, g, Hdv, dX if input_grad else None
+def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, g, Hdv, dX=None):
+    """refimpl's `mlp.loss_grad_hvp_chunk`: the chunk's sum of ell_r; its shares of grad_w ell and
+    H dv into g and Hdv, and its rows of d/dX (grad_w ell . dv) into dX unless None."""
+    out = np.empty((0, X.shape[1])) if dX is None else dX
+    return _loss_grad_hvp_chunk(DGEMM, w, dv, X, y, N, _sizes(layout), _is_tanh(activation), g,
+                                Hdv, out, dX is not None)
+
+
+def _chunks(activation):
+    """(loss_grad_chunk, loss_grad_hvp_chunk): these kernels', or refimpl's where NumPy's BLAS
+    cannot be called from a kernel (`revlearn.blas.DGEMM` is None)."""
+    _is_tanh(activation)
+    if DGEMM is None:
+        return mlp.loss_grad_chunk, mlp.loss_grad_hvp_chunk
+    return loss_grad_chunk, loss_grad_hvp_chunk
 
 
 def loss_grad(w, X, y, layout, activation, workers=SERIAL):
     """ell(w; X, y) and grad_w ell (refimpl's `mlp.loss_grad` with these chunk passes)."""
     w, X, y = _floats(w), _floats(X), np.ascontiguousarray(y, dtype=np.int64)
-    chunk = loss_grad_chunk if DGEMM is not None else mlp.loss_grad_chunk
-    _is_tanh(activation)
-    return mlp.loss_grad(w, X, y, layout, activation, workers, chunk=chunk)
+    return mlp.loss_grad(w, X, y, layout, activation, workers, chunk=_chunks(activation)[0])
 
 
 def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False, workers=SERIAL):
@@ -349,9 +353,20 @@ def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False, workers=SER
     `mlp.loss_grad_hvp` with these chunk passes)."""
     w, dv, X = _floats(w), _floats(dv), _floats(X)
     y = np.ascontiguousarray(y, dtype=np.int64)
-    chunk = loss_grad_hvp_chunk if DGEMM is not None else mlp.loss_grad_hvp_chunk
-    _is_tanh(activation)
-    return mlp.loss_grad_hvp(w, dv, X, y, layout, activation, input_grad, workers, chunk=chunk)
+    return mlp.loss_grad_hvp(w, dv, X, y, layout, activation, input_grad, workers,
+                             chunk=_chunks(activation)[1])
+
+
+def grad_parts(w, X, y, rows, layout, activation, G, workers=SERIAL):
+    """refimpl's `mlp.grad_parts` with these chunk passes."""
+    return mlp.grad_parts(_floats(w), X, y, rows, layout, activation, G, workers,
+                          chunk=_chunks(activation)[0])
+
+
+def grad_hvp_parts(w, dv, X, y, rows, layout, activation, G, H, dX=None, workers=SERIAL):
+    """refimpl's `mlp.grad_hvp_parts` with these chunk passes."""
+    return mlp.grad_hvp_parts(_floats(w), _floats(dv), X, y, rows, layout, activation, G, H, dX,
+                              workers, chunk=_chunks(activation)[1])
 
 
 def _sizes(layout):

@@ -205,25 +205,25 @@ def loss_chunk(w, X, y, layout, activation):
         return _softmax_xent(z, y)[0], int(np.count_nonzero(np.argmax(z, axis=1) != y))
 
 
-def loss_grad_chunk(w, X, y, N, layout, activation):
-    """The chunk's share of ell(w; rows) and of its gradient: sum_r ell_r / N is left to the
-    caller, which adds the chunks' sums first; the gradient comes with delta_L = (p - Y) / N."""
+def loss_grad_chunk(w, X, y, N, layout, activation, g):
+    """The chunk's share of ell(w; rows), returned, and of its gradient, written into g: sum_r ell_r
+    / N is left to the caller, which adds the chunks' sums first; the gradient comes with
+    delta_L = (p - Y) / N."""
     params, act = layout.unflatten(w), ACTIVATIONS[activation]
     with np.errstate(over="ignore", invalid="ignore"):
         a, z = _forward(params, X, act)
         ell, p = _softmax_xent(z, y)
-        g = np.empty_like(w)
         _backward(params, a, _output_delta(p, y, N), act, layout.unflatten(g))
-    return ell, g
+    return ell
 
 
-def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
-    """The chunk's share of ell, grad_w ell and H dv (sums over its rows, with 1/N inside the
-    deltas), and its rows of d/dX (grad_w ell . dv) if asked, all from one forward pass.
+def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, g, Hdv, dX=None):
+    """The chunk's share of ell (returned), of grad_w ell and of H dv (sums over its rows, with 1/N
+    inside the deltas, written into g and Hdv), and its rows of d/dX (grad_w ell . dv) written
+    into dX unless it is None, all from one forward pass.
 
     The gradient comes from the same `_forward` and `_backward` calls as `loss_grad_chunk`, so it
     is bit-identical to it: Algorithm 2 relies on that to undo Algorithm 1's steps exactly.
-    Returns ``(ell, g, Hdv, dX)`` with ``dX`` of shape X.shape, or None when not asked.
     """
     params, dirs = layout.unflatten(w), layout.unflatten(dv)
     act = ACTIVATIONS[activation]
@@ -244,7 +244,6 @@ def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
 
         # backward, then R-backward on its deltas
         Rdelta = p * (Rz[-1] - _classes_sum(p * Rz[-1])[:, None]) / N
-        g, Hdv = np.empty_like(w), np.empty_like(w)
         deltas, es = _backward(params, a, _output_delta(p, y, N), act, layout.unflatten(g))
         hvps = layout.unflatten(Hdv)
         for l in range(L - 1, -1, -1):
@@ -258,20 +257,12 @@ def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, input_grad=False):
                 Rdelta = (mm(Rdelta, W, tb=True) + mm(deltas[l], V, tb=True)) * act.dphi(a[l])
                 if act.d2phi is not None:
                     Rdelta += es[l] * act.d2phi(a[l]) * Rz[l - 1]
-        dX = (mm(Rdelta, params[0][0], tb=True) + mm(deltas[0], dirs[0][0], tb=True)
-              if input_grad else None)
-    return ell, g, Hdv, dX
+        if dX is not None:
+            dX[:] = mm(Rdelta, params[0][0], tb=True) + mm(deltas[0], dirs[0][0], tb=True)
+    return ell
 
 
 # --- all rows: the chunks, added in chunk order ---------------------------------------------
-
-def _add_parts(acc, part):
-    """(ell, g, ...) of the chunks so far plus one more chunk's, in place."""
-    for a, b in zip(acc[1:], part[1:], strict=True):
-        if a is not None:
-            a += b
-    return (acc[0] + part[0],) + tuple(acc[1:])
-
 
 def loss(w, X, y, layout, activation, workers=SERIAL):
     """ell(w; X, y): mean softmax cross-entropy of the MLP (no penalty)."""
@@ -288,14 +279,24 @@ def loss_and_error(w, X, y, layout, activation, workers=SERIAL):
     return ell / N, wrong / N
 
 
+def _add_parts(acc, part):
+    """(ell, g, ...) of the chunks so far plus one more chunk's, in place."""
+    for a, b in zip(acc[1:], part[1:], strict=True):
+        a += b
+    return (acc[0] + part[0],) + tuple(acc[1:])
+
+
 def loss_grad(w, X, y, layout, activation, workers=SERIAL, chunk=loss_grad_chunk):
     """ell(w; X, y) and grad_w ell: `chunk` (this module's or the numba backend's) on each chunk
-    of rows, the chunks' sums added in chunk order."""
+    of rows, the chunks' sums added in chunk order as they come (a few held at a time)."""
     N, starts = len(y), row_chunks(len(y))
-    ell, g = workers.fold(
-        lambda c: chunk(w, X[starts[c]:starts[c + 1]], y[starts[c]:starts[c + 1]], N, layout,
-                        activation),
-        len(starts) - 1, _add_parts)
+
+    def part(c):
+        g = np.empty_like(w)
+        rows = slice(starts[c], starts[c + 1])
+        return chunk(w, X[rows], y[rows], N, layout, activation, g), g
+
+    ell, g = workers.fold(part, len(starts) - 1, _add_parts)
     return ell / N, g
 
 
@@ -307,11 +308,45 @@ def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False, workers=SER
     dX = np.empty(X.shape) if input_grad else None
 
     def part(c):
+        g, Hdv = np.empty_like(w), np.empty_like(w)
         rows = slice(starts[c], starts[c + 1])
-        ell, g, Hdv, dX_c = chunk(w, dv, X[rows], y[rows], N, layout, activation, input_grad)
-        if input_grad:
-            dX[rows] = dX_c
+        ell = chunk(w, dv, X[rows], y[rows], N, layout, activation, g, Hdv,
+                    dX[rows] if input_grad else None)
         return ell, g, Hdv
 
     ell, g, Hdv = workers.fold(part, len(starts) - 1, _add_parts)
     return ell / N, g, Hdv, dX
+
+
+def grad_parts(w, X, y, rows, layout, activation, G, workers=SERIAL, chunk=loss_grad_chunk):
+    """ell(w; X[rows], y[rows]) and the gradient in parts: row c of G (k, P), k = the number of
+    chunks of the len(rows) rows, receives chunk c's share (the parts add up, in order, to
+    `loss_grad`'s gradient). Each chunk gathers its own rows of X, on its own thread."""
+    N, starts = len(rows), row_chunks(len(rows))
+
+    def part(c):
+        r = rows[starts[c]:starts[c + 1]]
+        return chunk(w, X[r], y[r], N, layout, activation, G[c])
+
+    return _in_order(workers.map(part, len(starts) - 1)) / N
+
+
+def grad_hvp_parts(w, dv, X, y, rows, layout, activation, G, H, dX=None, workers=SERIAL,
+                   chunk=loss_grad_hvp_chunk):
+    """`grad_parts` and H dv in parts likewise (rows of H), and d/dX (grad_w ell . dv) of the
+    rows into dX (len(rows) x D) unless it is None."""
+    N, starts = len(rows), row_chunks(len(rows))
+
+    def part(c):
+        s = slice(starts[c], starts[c + 1])
+        return chunk(w, dv, X[rows[s]], y[rows[s]], N, layout, activation, G[c], H[c],
+                     None if dX is None else dX[s])
+
+    return _in_order(workers.map(part, len(starts) - 1)) / N
+
+
+def _in_order(values):
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total

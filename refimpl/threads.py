@@ -82,20 +82,24 @@ class Workers:
         job = _Job(fn, n, store)
         _helpers().post(job, helpers)
         job.work()
-        job.wait(helpers)
+        job.wait()
 
 
 SERIAL = Workers(1)
 
 
 class _Job:
-    """One map: items claimed from a shared counter; the first failure (lowest item) re-raised."""
+    """One map: items claimed from a shared counter; the caller waits for the items, not for the
+    helpers (a helper that wakes after every item was claimed finds nothing to do); the failure of
+    the lowest item is re-raised."""
 
     def __init__(self, fn, n, store):
         self.fn, self.n, self.store = fn, n, store
         self.claim = itertools.count().__next__  # atomic under the GIL
         self.errors = []
-        self.finished = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.remaining = n
+        self.finished = threading.Event()
 
     def work(self):
         while not self.errors:
@@ -106,16 +110,20 @@ class _Job:
                 self.store(i, self.fn(i))
             except BaseException as e:  # re-raised by the caller's thread in `wait`
                 self.errors.append((i, e))
+            finally:
+                with self.lock:
+                    self.remaining -= 1
+                    if self.remaining == 0:
+                        self.finished.set()
 
-    def run_as_helper(self):
-        try:
-            self.work()
-        finally:
-            self.finished.put(None)
-
-    def wait(self, helpers):
-        for _ in range(helpers):
-            self.finished.get()
+    def wait(self):
+        if self.errors:  # no item claimed after the failure will run: count them as done
+            with self.lock:
+                unclaimed = max(self.n - self.claim(), 0)
+                self.remaining -= unclaimed
+                if self.remaining <= 0:
+                    self.finished.set()
+        self.finished.wait()
         if self.errors:
             raise min(self.errors, key=lambda ie: ie[0])[1]
 
@@ -139,7 +147,7 @@ class _Helpers:
 
     def _serve(self):
         while True:
-            self.inbox.get().run_as_helper()
+            self.inbox.get().work()
 
 
 _HELPERS = _Helpers()

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import ans, kernels, mlp, multitask, sgd
+from revlearn import ans, kernels, lanes, mlp, multitask, sgd
 from revlearn import exact as refexact
 from revlearn import fixedpoint as fp
 from revlearn.case import Case, sample_batches
 from revlearn.kernels import elementary as kelementary
 from revlearn.kernels import exact, jit
+from revlearn.kernels import lanes as klanes
 from revlearn.kernels import mlp as kmlp
-from revlearn.kernels import sgd as ksgd
 from revlearn.partition import LANES
 from revlearn.threads import SERIAL, Workers
 
@@ -67,7 +67,8 @@ def random_n(rng, P):
 # --- the exact step and its inverse ---------------------------------------------------------
 
 @pytest.mark.parametrize("P, threads", [(1, 1), (5, 2), (257, 1), (2 * LANES + 3, 2),
-                                        (3 * LANES + 1, 3)])
+                                        (2 * exact.PART * LANES + 5, 2),
+                                        (3 * exact.PART * LANES, 3)])
 def test_exact_steps_forward_and_back_are_bit_identical_to_refimpl(P, threads, rng):
     workers = Workers(threads)
     W0 = fp.to_fixed(rng.normal(size=P))
@@ -176,19 +177,87 @@ def test_a_dry_stack_is_refused():
         exact.exact_unstep_v(np.zeros(3, np.int64), buf, np.zeros(3), np.ones(3), np.full(3, fp.D))
 
 
-def test_adjoint_updates_are_bit_identical_to_refimpl(rng):
-    P = 1001
-    arrays = rng.standard_normal((6, P))
-    ref = sgd.Adjoint(*(a.copy() for a in arrays[:3]))
-    ker = sgd.Adjoint(*(a.copy() for a in arrays[:3]))
-    alpha, gamma, lam = rng.uniform(0, 1, (3, P))
-    u, u_k = sgd.adjoint_v(ref, alpha, gamma), ksgd.adjoint_v(ker, alpha, gamma)
-    assert np.array_equal(u, u_k)
-    sgd.adjoint_w(ref, arrays[3], u, arrays[4], lam, gamma)
-    ksgd.adjoint_w(ker, arrays[3], u_k, arrays[4], lam, gamma)
-    for a, b in zip(ref, ker, strict=True):
-        assert np.array_equal(a, b)
-    assert not np.array_equal(ref.dw, arrays[0])  # the updates happened in place
+def copy_adjoint(adj):
+    return sgd.Adjoint(*(a.copy() for a in adj))
+
+
+@pytest.mark.parametrize("P, parts, threads", [(1001, 1, 1), (3 * LANES + 17, 2, 2),
+                                               (9 * LANES + 5, 3, 3)])
+def test_lane_passes_are_bit_identical_to_refimpl(P, parts, threads, rng):
+    # a whole step of each algorithm on every lane: the gradient in parts, the exact steps, the
+    # blocked dot products and the adjoint updates; several blocks, several threads
+    workers = Workers(threads)
+    offsets = np.array([0, 7, min(LANES + 3, P // 2), P - 40, P])  # groups across the blocks
+    lam, alpha = rng.uniform(0, 0.1, P), rng.uniform(0, 0.5, P)
+    n = random_n(rng, P)
+    gamma = n / fp.D
+    W, V = fp.to_fixed(rng.normal(size=P)), np.zeros(P, np.int64)
+    state = [(W, V, ans.new_buffer(P), fp.from_fixed(W)),
+             (W.copy(), V.copy(), ans.new_buffer(P), fp.from_fixed(W))]
+    history = []
+    for _ in range(30):
+        G = rng.standard_normal((parts, P))
+        history.append(G)
+        state[0] = lanes.forward(*state[0], G, lam, alpha, gamma, n, SERIAL)[:4]
+        state[1] = klanes.forward(*state[1], G, lam, alpha, gamma, n, workers)[:4]
+        assert np.array_equal(state[0][0], state[1][0]) and np.array_equal(state[0][1], state[1][1])
+        assert_same_buffer(state[0][2], state[1][2])
+        assert_same(state[0][3], state[1][3], "w_{t+1}")
+    adj = sgd.Adjoint(*rng.standard_normal((3, P)))
+    adjs = [copy_adjoint(adj), copy_adjoint(adj)]
+    for G in reversed(history):
+        H = rng.standard_normal((parts, P))
+        out = [lanes.reverse_before(state[0][0], state[0][1], adjs[0], alpha, gamma, offsets,
+                                    SERIAL),
+               klanes.reverse_before(state[1][0], state[1][1], adjs[1], alpha, gamma, offsets,
+                                     workers)]
+        for a, b, name in zip(out[0], out[1], ("W", "w", "u", "d_alpha"), strict=True):
+            assert_same(np.asarray(a, np.float64) if name != "W" else a.astype(np.float64),
+                        np.asarray(b, np.float64) if name != "W" else b.astype(np.float64), name)
+        (W0, w0, u0, _), (W1, w1, u1, _) = out
+        after = [lanes.reverse_after(state[0][1], state[0][2], adjs[0], G, H, lam, w0, u0, gamma,
+                                     n, offsets, SERIAL),
+                 klanes.reverse_after(state[1][1], state[1][2], adjs[1], G, H, lam, w1, u1, gamma,
+                                      n, offsets, workers)]
+        assert np.array_equal(after[0][0], after[1][0])
+        assert_same_buffer(after[0][1], after[1][1])
+        assert_same(after[0][2], after[1][2], "d_gamma")
+        for a, b in zip(adjs[0], adjs[1], strict=True):
+            assert_same(a, b, "adjoint")
+        state = [(W0, after[0][0], after[0][1], None), (W1, after[1][0], after[1][1], None)]
+    assert ans.is_initial(state[1][2]) and not state[1][1].any()
+    assert np.array_equal(state[1][0], W)
+
+
+def test_blocked_dots_are_the_same_bits_in_every_backend_and_can_differ_from_ddot(rng):
+    P = 2 * LANES + 999
+    offsets = np.array([0, 5, 13, LANES + 1, P])
+    x, y = rng.standard_normal(P) * 1e3, rng.standard_normal(P)
+    segs = klanes._segments(offsets, P)
+    seg_dots = np.empty(len(segs.list))
+    for b in range(3):
+        klanes._segment_dots(x, y, segs.lo, segs.hi, segs.first[b], segs.first[b + 1], seg_dots)
+    ours = lanes.by_group(seg_dots, segs.list, len(offsets) - 1)
+    assert_same(ours, lanes.dots(x, y, offsets), "dots")
+    pairs = list(zip(offsets[:-1], offsets[1:], strict=True))
+    assert np.allclose(ours, [x[a:b] @ y[a:b] for a, b in pairs], rtol=1e-12)
+    # negative control: a plain BLAS dot sums in another order and differs in some last bits
+    assert any(ours[g] != x[a:b] @ y[a:b]
+               for g, (a, b) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)))
+
+
+def test_a_non_finite_gradient_is_reported_at_its_first_lane(rng):
+    P = 2 * LANES + 9
+    G = rng.standard_normal((2, P))
+    G[1, [LANES + 4, 2 * LANES + 1]] = np.nan, np.inf
+    W = fp.to_fixed(rng.normal(size=P))
+    args = (G, np.zeros(P), np.full(P, 0.1), np.full(P, 0.5), np.full(P, fp.D // 2))
+    ref = lanes.forward(W, np.zeros(P, np.int64), ans.new_buffer(P), fp.from_fixed(W), *args,
+                        SERIAL)
+    ker = klanes.forward(W.copy(), np.zeros(P, np.int64), ans.new_buffer(P), fp.from_fixed(W),
+                         *args, Workers(2))
+    assert ref[4] == ker[4] == LANES + 4
+    assert_same(fp.from_fixed(W), klanes.from_fixed(W), "from_fixed")
 
 
 # --- the MLP passes ---------------------------------------------------------------------------
@@ -356,7 +425,7 @@ def policy_violations(dispatcher):
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no dispatchers without the JIT")
 def test_every_kernel_follows_the_one_jit_policy():
-    found = [obj for module in (exact, kmlp, ksgd, jit, kelementary)
+    found = [obj for module in (exact, kmlp, klanes, jit, kelementary)
              for obj in vars(module).values()
              if isinstance(obj, numba.core.registry.CPUDispatcher)]
     assert len(found) >= 20
