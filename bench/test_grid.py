@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import ans, fixedpoint, sgd
+from revlearn import ans, fixedpoint
 from revlearn.threads import Workers
 
 from . import peers, problem
-from .worker import warm_jit
+from .worker import exact_steps, warm_jit
 
 IMPLS = ["numpy", "numba"]
 
@@ -36,7 +36,7 @@ def mnist_case():
 @pytest.mark.parametrize("P", [10**4, 10**5, 10**6])
 def test_exact_step(benchmark, P, impl, threads):
     """The exact update plus buffer: v <- gamma v - (1 - gamma) g, w <- w + alpha v, bits back."""
-    be, workers = sgd.get_backend(impl), Workers(threads)
+    be, workers = exact_steps(impl), Workers(threads)
     rng = np.random.default_rng(0)
     alpha, gamma = np.full(P, 0.1), np.full(P, 0.9)
     n, g = fixedpoint.quantize_gamma(gamma), 1e-3 * rng.standard_normal(P)

@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 import revlearn
-from revlearn import ans, fixedpoint, oracle, sgd
+from revlearn import ans, fixedpoint, oracle
+from revlearn import exact as refexact
 from revlearn.threads import Workers
 
 from . import peers, problem
@@ -62,6 +63,14 @@ def warm_jit():
     revlearn.hypergradient(tiny.replace(activation="relu"), backend="numba")
 
 
+def exact_steps(impl):
+    """The module with exact_step, exact_unstep_w and exact_unstep_v of a backend."""
+    if impl == "numba":
+        from revlearn.kernels import exact as kexact
+        return kexact
+    return refexact
+
+
 def _threads(cfg):
     return cfg.get("threads") if cfg.get("mode", "pinned") == "pinned" else None
 
@@ -69,7 +78,7 @@ def _threads(cfg):
 def step(cfg):
     P, repeats = cfg["P"], cfg["repeats"]
     rng = np.random.default_rng(0)
-    be, workers = sgd.get_backend(cfg["impl"]), Workers(cfg.get("threads") or 1)
+    be, workers = exact_steps(cfg["impl"]), Workers(cfg.get("threads") or 1)
     if cfg["impl"] == "numba":
         warm_jit()
     alpha, gamma = np.full(P, 0.1), np.full(P, 0.9)
