@@ -311,7 +311,9 @@ def main(argv=None):
                         help="avx2: run every library as on a CPU without AVX-512")
     parser.add_argument("--shared", action="store_true",
                         help="also the defaults while another process keeps one core busy")
-    parser.add_argument("--only", help="run only the configurations of this kind (e.g. hyper)")
+    parser.add_argument("--only", help="only the configurations of these kinds (step,hyper,...)")
+    parser.add_argument("--peers", action="store_true",
+                        help="only revlearn against JAX and PyTorch (defaults and one core)")
     parser.add_argument("--out", default="bench/report.json")
     parser.add_argument("--from", dest="saved", help="print the tables of a saved report instead")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
@@ -326,7 +328,12 @@ def main(argv=None):
     machine = describe(args.isa)
     results = []
     for cfg in grid(args.quick, args.shared):
-        if args.only and cfg["kind"] != args.only:
+        if args.only and cfg["kind"] not in args.only.split(","):
+            continue
+        if args.peers and not (cfg["kind"] in ("jax", "torch") or (
+                cfg["kind"] == "hyper" and cfg.get("T") in (100, 1000)
+                and cfg.get("method") == "reversible" and cfg.get("backend") != "numpy"
+                and cfg.get("threads", 1) == 1)):
             continue
         cfg = dict(cfg, repeats=1 if cfg.get("T", 0) >= 10000 else repeats)
         print(f"running {json.dumps(cfg)}", file=sys.stderr, flush=True)

@@ -10,7 +10,8 @@ from revlearn.sgd import Backend
 
 from . import elementary, exact, lanes, mlp  # noqa: F401 (elementary: the overloads)
 
-NUMBA = Backend("numba", mlp.loss_grad, mlp.loss_grad_hvp, mlp.grad_parts, mlp.grad_hvp_parts,
-                lanes.forward, lanes.reverse_before, lanes.reverse_after, lanes.from_fixed)
+NUMBA = Backend("numba", mlp.loss_and_error, mlp.loss_grad, mlp.loss_grad_hvp,
+                mlp.grad_parts, mlp.grad_hvp_parts, lanes.forward, lanes.reverse_before,
+                lanes.reverse_after, lanes.from_fixed)
 
 __all__ = ["NUMBA"]

@@ -381,11 +381,10 @@ PART = 2  # blocks in a range (the ranges change the speed, never the result)
 
 
 def _share(workers, blocks, run):
-    """run(b0, b1) on consecutive ranges of PART blocks, shared out among the workers' threads as
-    they come free: a thread that wakes late takes fewer ranges. One range per thread when the
-    caller runs alone."""
-    parts = blocks // PART if workers.threads > 1 else 1
-    parts = max(1, parts)
+    """run(b0, b1) on consecutive ranges of at least PART blocks, four per thread at most, shared
+    out among the workers' threads as they come free: a thread that wakes late takes fewer
+    ranges. One range when the caller runs alone."""
+    parts = max(1, min(blocks // PART, 4 * workers.threads)) if workers.threads > 1 else 1
     bounds = [blocks * k // parts for k in range(parts + 1)]
     workers.map(lambda k: run(bounds[k], bounds[k + 1]), parts)
 

@@ -238,6 +238,32 @@ def _backward(f, w, a, delta, sizes, tanh, g):
 
 
 @kernel
+def _argmax_misses(Z, y):
+    """The number of rows whose largest entry (the first one, a NaN first of all: np.argmax's
+    choice) is not at y_r."""
+    wrong = 0
+    for r in range(Z.shape[0]):
+        m, best = Z[r, 0], 0
+        for k in range(1, Z.shape[1]):
+            if m != m:
+                break
+            if Z[r, k] != Z[r, k] or Z[r, k] > m:
+                m, best = Z[r, k], k
+        wrong += best != y[r]
+    return wrong
+
+
+@kernel
+def _loss_chunk(f, w, X, y, sizes, tanh):
+    """refimpl's `mlp.loss_chunk`: the chunk's sum of ell_r and its number of misclassified rows,
+    from one forward pass without the GIL."""
+    _, z = _forward(f, w, X, sizes, tanh)
+    wrong = _argmax_misses(z, y)
+    p = np.empty_like(z)
+    return _softmax(z, y, p), wrong
+
+
+@kernel
 def _loss_grad_chunk(f, w, X, y, N, sizes, tanh, g):
     """refimpl's `mlp.loss_grad_chunk` on one chunk, all of it without the GIL: returns the
     chunk's sum of ell_r and writes its share of the gradient into g."""
@@ -331,6 +357,20 @@ def loss_grad_hvp_chunk(w, dv, X, y, N, layout, activation, g, Hdv, dX=None):
     out = np.empty((0, X.shape[1])) if dX is None else dX
     return _loss_grad_hvp_chunk(DGEMM, w, dv, X, y, N, _sizes(layout), _is_tanh(activation), g,
                                 Hdv, out, dX is not None)
+
+
+def loss_chunk(w, X, y, layout, activation):
+    """refimpl's `mlp.loss_chunk`: the chunk's sum of ell_r and its number of misses."""
+    ell, wrong = _loss_chunk(DGEMM, w, X, y, _sizes(layout), _is_tanh(activation))
+    return ell, int(wrong)
+
+
+def loss_and_error(w, X, y, layout, activation, workers=SERIAL):
+    """ell(w; X, y) and the error rate (refimpl's `mlp.loss_and_error` with these passes)."""
+    w, X, y = _floats(w), _floats(X), np.ascontiguousarray(y, dtype=np.int64)
+    _is_tanh(activation)
+    chunk = loss_chunk if DGEMM is not None else mlp.loss_chunk
+    return mlp.loss_and_error(w, X, y, layout, activation, workers, chunk=chunk)
 
 
 def _chunks(activation):

@@ -269,12 +269,13 @@ def loss(w, X, y, layout, activation, workers=SERIAL):
     return loss_and_error(w, X, y, layout, activation, workers)[0]
 
 
-def loss_and_error(w, X, y, layout, activation, workers=SERIAL):
-    """ell(w; X, y) and the error rate (rows whose largest logit is not y), one forward pass."""
+def loss_and_error(w, X, y, layout, activation, workers=SERIAL, chunk=loss_chunk):
+    """ell(w; X, y) and the error rate (rows whose largest logit is not y), one forward pass:
+    `chunk` (this module's or the numba backend's) on each chunk of rows, summed in order."""
     N, starts = len(y), row_chunks(len(y))
     ell, wrong = workers.fold(
-        lambda c: loss_chunk(w, X[starts[c]:starts[c + 1]], y[starts[c]:starts[c + 1]], layout,
-                             activation),
+        lambda c: chunk(w, X[starts[c]:starts[c + 1]], y[starts[c]:starts[c + 1]], layout,
+                        activation),
         len(starts) - 1, lambda a, b: (a[0] + b[0], a[1] + b[1]))
     return ell / N, wrong / N
 

@@ -49,6 +49,7 @@ class Backend(NamedTuple):
     callers pass the current state on and keep no other reference to it."""
 
     name: str
+    loss_and_error: object
     loss_grad: object
     loss_grad_hvp: object
     grad_parts: object
@@ -75,8 +76,9 @@ class Trained(NamedTuple):
     train_losses: np.ndarray
 
 
-NUMPY = Backend("numpy", mlp.loss_grad, mlp.loss_grad_hvp, mlp.grad_parts, mlp.grad_hvp_parts,
-                lanes.forward, lanes.reverse_before, lanes.reverse_after, fixedpoint.from_fixed)
+NUMPY = Backend("numpy", mlp.loss_and_error, mlp.loss_grad, mlp.loss_grad_hvp,
+                mlp.grad_parts, mlp.grad_hvp_parts, lanes.forward, lanes.reverse_before,
+                lanes.reverse_after, fixedpoint.from_fixed)
 
 
 def get_backend(name):
@@ -232,12 +234,13 @@ def valid_loss(case, backend="auto", threads=None):
     """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
     differentiates, as a plain function of the case (for finite differences and line searches)."""
     require_case(case, "revlearn.valid_loss")
-    workers = Workers(threads)
+    be, workers = get_backend(backend), Workers(threads)
     with blas.single_threaded():
         w_T = train(case, backend=backend, threads=workers.threads).w_final
         if case.model is not None:
             return case.model.loss_grad(w_T, case.X_valid, case.y_valid, workers=workers)[0]
-        return mlp.loss(w_T, case.X_valid, case.y_valid, case.layout, case.activation, workers)
+        return be.loss_and_error(w_T, case.X_valid, case.y_valid, case.layout, case.activation,
+                                 workers)[0]
 
 
 # --- Algorithm 2 ---------------------------------------------------------------------------

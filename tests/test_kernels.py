@@ -522,3 +522,17 @@ def test_revlearn_works_without_numba_and_says_how_to_get_the_backend():
     assert done.returncode == 0, done.stderr
     assert "backend='numba' needs numba" in done.stdout
     assert "backend='numpy'" in done.stdout
+
+
+@pytest.mark.parametrize("rows, threads", [(7, 1), (250, 2)])
+def test_loss_and_error_are_the_same_bits_as_refimpl(rows, threads, activation, rng):
+    lay = mlp.Layout((6, 9, 4))
+    w = 2.0 * rng.standard_normal(lay.P)
+    X, y = rng.standard_normal((rows, 6)), rng.integers(0, 4, rows)
+    ref = mlp.loss_and_error(w, X, y, lay, activation)
+    ker = kmlp.loss_and_error(w, X, y, lay, activation, Workers(threads))
+    assert ref == ker and 0 <= ref[1] <= 1
+    # ties and NaN: np.argmax's first maximum, a NaN before all
+    Z = np.array([[1.0, 3.0, 3.0], [np.nan, 5.0, 1.0], [2.0, np.nan, 9.0], [0.0, 0.0, 0.0]])
+    labels = np.array([2, 1, 2, 0])
+    assert kmlp._argmax_misses(Z, labels) == np.count_nonzero(np.argmax(Z, axis=1) != labels)
