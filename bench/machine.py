@@ -48,7 +48,10 @@ def describe(isa="native"):
             out["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
     except (OSError, IndexError, ValueError):
         pass
-    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    try:
+        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    except TypeError:  # NumPy < 1.25
+        blas = {}
     out["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
     out["simd"] = simd_level()
     if isa != "native":

@@ -163,7 +163,10 @@ def controlled():
 def describe():
     """What computes the matrix products: NumPy's version and build, each BLAS library loaded
     (name, version, the kernel chosen for this CPU), and the CPU's SIMD extensions."""
-    build = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    try:
+        build = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    except TypeError:  # NumPy < 1.25 prints its configuration and returns nothing
+        build = {}
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # NumPy < 2

@@ -6,6 +6,8 @@ import pytest
 
 from revlearn import elementary as el
 
+from conftest import needs_numba
+
 EXTENDED = np.finfo(np.longdouble).nmant >= 63  # x86's 80-bit long double: a reference to 2**-64
 # the measured maxima are 0.89 (exp), 0.83 (log) and 1.31 ulp (tanh), over every sample below
 BOUND = {"exp": 1.0, "log": 1.0, "tanh": 1.5}
@@ -86,9 +88,7 @@ def test_edge_values_are_exact_signs_of_zero_included(name):
 
 # --- numpy and numba: the same bits ---------------------------------------------------------------
 
-numba = pytest.importorskip("numba")
-
-
+@needs_numba
 @pytest.mark.parametrize("name", ["exp", "log", "tanh"])
 def test_numba_computes_the_same_bits_as_numpy(name):
     from revlearn.kernels import elementary as kel
@@ -99,9 +99,12 @@ def test_numba_computes_the_same_bits_as_numpy(name):
     assert same_bits(out, getattr(el, name)(x))
 
 
+@needs_numba
 def test_fastmath_would_change_the_bits():
     # negative control for the JIT policy: the same source compiled with fastmath (contraction
     # into fused multiply-adds, reassociation) gives other bits in many entries
+    import numba
+
     from revlearn.kernels import elementary  # noqa: F401 (registers the primitives for numba)
 
     tanh = numba.njit(fastmath=True, inline="always")(el.tanh_)

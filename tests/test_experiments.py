@@ -15,6 +15,8 @@ import pytest
 from revlearn import cli, meta
 from revlearn.experiments import PRESETS, plotting, runner
 
+from conftest import needs_numba
+
 META_PRESETS = [n for n in PRESETS if n != "chaos"]
 
 
@@ -174,6 +176,7 @@ def test_missing_data_and_reused_folders_are_refused(tmp_path, capsys, no_matplo
     assert code == 2 and "--seed cannot change on --resume" in err
 
 
+@needs_numba
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_numba_backend_gives_the_same_run_bit_for_bit(name, tmp_path, no_matplotlib):
     for backend in ("numpy", "numba"):

@@ -18,6 +18,8 @@ from revlearn import blas, lanes, sgd, threads
 from revlearn.partition import LANES, ROWS, row_chunks
 from revlearn.threads import Workers
 
+from conftest import HAVE_NUMBA, needs_numba
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("w_final", "train_losses", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0",
            "d_X_train")
@@ -25,7 +27,8 @@ OUTPUTS = ("w_final", "train_losses", "d_alpha", "d_gamma", "d_init_scale", "d_l
 SPEC = dict(layer_sizes=[60, 120, 10], dataset="synthetic", n_train=600, n_valid=450, n_iters=12,
             batch_size=250, seed=5, alpha=0.2, gamma=0.9, init_scale=0.2, l2=1e-3,
             grad_train_inputs=True)
-CONFIGS = [("numpy", 1), ("numpy", 3), ("numba", 1), ("numba", 2), ("numba", 3)]
+CONFIGS = [("numpy", 1), ("numpy", 3)] + ([("numba", 1), ("numba", 2), ("numba", 3)]
+                                           if HAVE_NUMBA else [])
 
 
 def bits(a):
@@ -143,6 +146,7 @@ def run_script(**env):
 
 
 @pytest.mark.skipif(threads.available_cores() < 2, reason="needs two cores for BLAS threads")
+@needs_numba
 def test_openblas_thread_setting_does_not_change_the_answer(reference):
     one = run_script(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     two = run_script(OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
@@ -153,6 +157,7 @@ def test_openblas_thread_setting_does_not_change_the_answer(reference):
 
 # --- the command line -------------------------------------------------------------------------
 
+@needs_numba
 def test_runs_with_different_threads_and_backends_write_the_same_history(tmp_path):
     from revlearn import cli
     histories = []
@@ -165,6 +170,7 @@ def test_runs_with_different_threads_and_backends_write_the_same_history(tmp_pat
     assert histories[0] == histories[1] == histories[2]
 
 
+@needs_numba
 def test_resume_with_another_thread_count_continues_bit_for_bit(tmp_path):
     from revlearn import cli
     whole, part = tmp_path / "whole", tmp_path / "part"
@@ -285,6 +291,7 @@ def test_blas_description_names_numpy_the_library_and_the_cpu():
     json.dumps(d)
 
 
+@needs_numba
 def test_without_the_direct_dgemm_both_backends_use_matmul_and_agree():
     # where NumPy's BLAS is not an OpenBLAS revlearn can call, every product is np.matmul and the
     # numba backend runs refimpl's MLP passes: still the same bits on each backend and thread count
