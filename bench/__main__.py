@@ -1,15 +1,23 @@
-"""The benchmark report: a grid of configurations, each in a fresh process, and a table of ratios.
+"""The benchmark report: a grid of configurations, each in a fresh process, and tables of ratios.
 
-    python -m bench [--quick] [--repeats N] [--threads N] [--out bench/report.json]
-    python -m bench --from bench/report.json --markdown      # the table of a saved run, again
+    python -m bench [--quick] [--repeats N] [--isa avx2] [--out bench/report.json]
+    python -m bench --from bench/report.json --markdown      # the tables of a saved run, again
 
 Each configuration runs in its own process (`bench.worker`), which times it after warming the
-JIT and reports its peak resident memory. Times are medians over the repeats. The table compares:
-numba against numpy on the exact update plus buffer step; the hypergradient against a plain float64
-training run on the same batches; the buffer's bits per parameter per step against log2(1/gamma);
-revlearn against PyTorch and JAX (each when installed) in time and memory. Every process is
-pinned to `--threads` cores, with as many threads for BLAS, PyTorch, XLA and Numba (1 by default:
-a shared 2-core machine makes multi-threaded timings erratic).
+JIT (and, for JAX, after one compiling call) and reports its peak resident memory. Times are
+medians over the repeats. Three ways of running, side by side in one report:
+
+- defaults    what a user gets: no thread variables, no pinning; revlearn with threads=None and
+              backend="auto", JAX and PyTorch with their own defaults.
+- one core    every process pinned to one core with one thread for BLAS, PyTorch, XLA and Numba.
+- two threads revlearn and plain training with threads=2, pinned to two cores.
+
+The tables: defaults against defaults (revlearn, JAX, PyTorch at T = 100 and 1000); one core
+against one core; revlearn's thread scaling (the hypergradient, plain training, the exact step at
+P = 1e6); the hypergradient against plain training; numba against numpy; the buffer against its
+bound; memory; the peers' answers against revlearn's; and, with --shared, the defaults while
+another process keeps one core busy. `--isa avx2` runs every library as on a CPU without AVX-512
+(NumPy's and OpenBLAS's dispatch, Numba's target, XLA's and PyTorch's ISA), for the AVX2 numbers.
 """
 
 import argparse
@@ -21,41 +29,90 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .machine import describe
+from .machine import AVX2, describe
 
 MNIST = "784-50-50-50-10 tanh, batch 200 (MNIST subset)"
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+               "XLA_FLAGS")
 
 
-def grid(quick):
+def grid(quick, shared):
     """The configurations: a short grid with --quick, the full one otherwise."""
-    out = [dict(kind="step", P=P, impl=impl, direction=d)
+    one = dict(mode="pinned", threads=1)
+    out = [dict(kind="step", P=P, impl=impl, direction=d, **one)
            for P in (10**4, 10**5, 10**6) for impl in ("numpy", "numba")
            for d in ("forward", "reverse")]
-    out += [dict(kind="hyper", T=100, backend=b, method="reversible", phases=True)
+    out += [dict(kind="step", P=10**6, impl="numba", direction=d, mode="pinned", threads=2)
+            for d in ("forward", "reverse")]
+    out += [dict(kind="hyper", T=100, backend=b, method="reversible", phases=True, **one)
             for b in ("numpy", "numba")]
-    out += [dict(kind="hyper", T=100, backend="numba", method="stored")]
-    out += [dict(kind="train", T=100, backend=b) for b in ("numpy", "numba")]
+    out += [dict(kind="hyper", T=100, backend="numba", method="stored", **one)]
+    out += [dict(kind="train", T=100, backend=b, **one) for b in ("numpy", "numba")]
     horizons = (1000,) if quick else (1000, 10000)
     for T in horizons:
-        out += [dict(kind="hyper", T=T, backend="numba", method="reversible", phases=T == 1000),
-                dict(kind="hyper", T=T, backend="numba", method="stored")]
-        out += [dict(kind="train", T=T, backend="numba")]
-    out += [dict(kind="check", T=20)]
-    peer_horizons = (100,) if quick else (100, 1000)
-    out += [dict(kind=k, T=T) for k in ("torch", "jax") for T in peer_horizons]
+        out += [dict(kind="hyper", T=T, backend="numba", method="reversible", phases=T == 1000,
+                     **one),
+                dict(kind="hyper", T=T, backend="numba", method="stored", **one),
+                dict(kind="train", T=T, backend="numba", **one)]
+    for T in (100, 1000):  # two threads
+        out += [dict(kind="hyper", T=T, backend="numba", method="reversible", mode="pinned",
+                     threads=2, phases=T == 1000),
+                dict(kind="train", T=T, backend="numba", mode="pinned", threads=2)]
+    out += [dict(kind="check", T=20, **one)]
+    for T in (100, 1000):  # the peers (revlearn's one-core runs are above)
+        loads = (None, 1) if shared else (None,)
+        for load in loads:
+            extra = dict(load=load) if load else {}
+            out += [dict(kind="hyper", T=T, backend="auto", method="reversible", mode="defaults",
+                         **extra)]
+            out += [dict(kind=k, T=T, mode="defaults", **extra) for k in ("jax", "torch")]
+        out += [dict(kind=k, T=T, **one) for k in ("jax", "torch")]
+    return _unique(out)
+
+
+def _unique(configs):
+    seen, out = set(), []
+    for c in configs:
+        key = json.dumps(c, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
     return out
 
 
-def run_one(cfg, threads):
-    """One configuration in a fresh subprocess; its JSON result (or why it could not run)."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads),
-               XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                         f"intra_op_parallelism_threads={threads}")
-    cfg = dict(cfg, threads=threads)
-    done = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(cfg)],
-                          capture_output=True, text=True, env=env,
-                          cwd=Path(__file__).resolve().parents[1])
+def environment(cfg, isa):
+    """The worker's environment: thread variables removed (defaults) or set to the thread count
+    (pinned), and the instruction set restricted with --isa avx2."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    xla = []
+    if cfg.get("mode") == "pinned":
+        n = str(cfg["threads"])
+        env.update(OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n,
+                   NUMBA_NUM_THREADS=n)
+        xla += [f"--xla_cpu_multi_thread_eigen={'true' if cfg['threads'] > 1 else 'false'}",
+                f"intra_op_parallelism_threads={n}"]
+    if isa == "avx2":
+        env.update({k: v for k, v in AVX2.items() if k != "XLA_ISA"})
+        xla.append(AVX2["XLA_ISA"])
+    if xla:
+        env["XLA_FLAGS"] = " ".join(xla)
+    return env
+
+
+def run_one(cfg, isa):
+    """One configuration in a fresh subprocess; its JSON result (or why it could not run). With
+    "load": 1, a second process keeps one core busy for the whole run."""
+    hog = None
+    if cfg.get("load"):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        done = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(cfg)],
+                              capture_output=True, text=True, env=environment(cfg, isa),
+                              cwd=Path(__file__).resolve().parents[1])
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return dict(config=cfg, error=last)
@@ -67,9 +124,14 @@ def median(r):
 
 
 def find(results, **want):
-    """The result whose configuration has the given keys, or None (not run, or failed)."""
+    """The result whose configuration has the given keys, or None (not run, or failed).
+    mode defaults to "pinned" and threads to 1 unless asked for; load to none."""
+    want = dict(dict(mode="pinned", load=None), **want)
+    if want["mode"] == "pinned":
+        want.setdefault("threads", 1)
     for r in results:
-        if all(r["config"].get(k) == v for k, v in want.items()) and "error" not in r:
+        c = r["config"]
+        if "error" not in r and all(c.get(k) == v for k, v in want.items()):
             return r
     return None
 
@@ -78,9 +140,51 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _peers_rows(results, mode, label, load=None):
+    rows = []
+    for T in (100, 1000):
+        want = dict(mode=mode, load=load)
+        hyp = find(results, kind="hyper", T=T, method="reversible", **want,
+                   **({} if mode == "defaults" else dict(backend="numba")))
+        for peer, name in (("jax", "JAX (steady state)"), ("torch", "PyTorch")):
+            r = find(results, kind=peer, T=T, **want)
+            if hyp and r:
+                rows.append((f"{label}: revlearn / {name}, T = {T}", median(hyp) / median(r),
+                             "< 1", f"revlearn {median(hyp):.3f} s, {name.split()[0]} "
+                             f"{median(r):.3f} s"))
+    return rows
+
+
 def table(results):
     """Rows (what, value, target or bound, meaning) of the report."""
-    rows = []
+    rows = _peers_rows(results, "defaults", "defaults vs defaults")
+    rows += _peers_rows(results, "pinned", "one core each")
+    rows += _peers_rows(results, "defaults", "defaults, one core busy elsewhere", load=1)
+    for T in (100, 1000):
+        quiet = find(results, kind="hyper", T=T, mode="defaults", method="reversible")
+        loaded = find(results, kind="hyper", T=T, mode="defaults", method="reversible", load=1)
+        if quiet and loaded:
+            rows.append((f"revlearn defaults, one core busy elsewhere / quiet, T = {T}",
+                         median(loaded) / median(quiet), "no collapse",
+                         f"{median(loaded):.3f} s vs {median(quiet):.3f} s"))
+    for kind, what, target in (("hyper", "hypergradient", ">= 1.7 at T = 1000"),
+                               ("train", "plain training", "")):
+        for T in (100, 1000):
+            extra = dict(method="reversible") if kind == "hyper" else {}
+            one = find(results, kind=kind, T=T, backend="numba", threads=1, **extra)
+            two = find(results, kind=kind, T=T, backend="numba", threads=2, **extra)
+            if one and two:
+                rows.append((f"threads 2 / threads 1 speed-up, {what}, T = {T}",
+                             median(one) / median(two), target,
+                             f"{median(one):.3f} s on one thread, {median(two):.3f} s on two"))
+    for d in ("forward", "reverse"):
+        one = find(results, kind="step", P=10**6, impl="numba", direction=d, threads=1)
+        two = find(results, kind="step", P=10**6, impl="numba", direction=d, threads=2)
+        if one and two:
+            rows.append((f"threads 2 / threads 1 speed-up, exact step ({d}), P = 1e6",
+                         median(one) / median(two), ">= 1.8" if d == "forward" else "",
+                         f"{median(one) * 1e3:.2f} ms on one thread, {median(two) * 1e3:.2f} ms "
+                         "on two"))
     for d in ("forward", "reverse"):
         for P in (10**4, 10**5, 10**6):
             np_, nb = (find(results, kind="step", P=P, impl=i, direction=d)
@@ -90,24 +194,26 @@ def table(results):
                              median(np_) / median(nb), ">= 10 at P = 1e6" if d == "forward"
                              else "", f"numba {median(nb) * 1e3:.2f} ms, numpy "
                              f"{median(np_) * 1e3:.2f} ms per step"))
+    for threads in (1, 2):
+        for T in (100, 1000, 10000):
+            hyp = find(results, kind="hyper", T=T, backend="numba", method="reversible",
+                       threads=threads)
+            tr = find(results, kind="train", T=T, backend="numba", threads=threads)
+            if hyp and tr:
+                rows.append((f"hypergradient / plain training, {threads} thread"
+                             f"{'s' if threads > 1 else ''}, T = {T}",
+                             median(hyp) / median(tr), "<= 3",
+                             f"{median(hyp):.3f} s vs {median(tr):.3f} s (float64 SGD)"))
+            if hyp and hyp.get("phases") and tr:
+                fwd, val, rev = (statistics.median(p[i] for p in hyp["phases"]) for i in range(3))
+                rows.append((f"  of which (forward + reverse) / plain training, {threads} "
+                             f"thread{'s' if threads > 1 else ''}, T = {T}",
+                             (fwd + rev) / median(tr), "~3 (floor)",
+                             f"forward {fwd:.3f} s, validation gradient {val:.3f} s, reverse "
+                             f"{rev:.3f} s"))
     for T in (100, 1000, 10000):
         hyp = find(results, kind="hyper", T=T, backend="numba", method="reversible")
         sto = find(results, kind="hyper", T=T, backend="numba", method="stored")
-        tr = find(results, kind="train", T=T, backend="numba")
-        trn = find(results, kind="train", T=T, backend="numpy")
-        if hyp and tr:
-            rows.append((f"hypergradient (numba) / plain training, T = {T}",
-                         median(hyp) / median(tr), "<= 3",
-                         f"{median(hyp):.3f} s vs {median(tr):.3f} s (float64 SGD, numba backend)"))
-        if hyp and trn:
-            rows.append((f"hypergradient (numba) / plain training (numpy backend), T = {T}",
-                         median(hyp) / median(trn), "<= 3", f"training {median(trn):.3f} s"))
-        if hyp and hyp.get("phases"):
-            fwd, val, rev = (statistics.median(p[i] for p in hyp["phases"]) for i in range(3))
-            rows.append((f"  of which (forward + reverse) / plain training, T = {T}",
-                         (fwd + rev) / median(tr) if tr else None, "~3 (floor)",
-                         f"forward {fwd:.3f} s, validation gradient {val:.3f} s, reverse "
-                         f"{rev:.3f} s"))
         if hyp and sto:
             rows.append((f"stored / reversible time, T = {T}", median(sto) / median(hyp), "",
                          f"stored keeps {sto['buffer_bits'] / 8e9:.2f} GB, reversible "
@@ -122,9 +228,9 @@ def table(results):
     npy = find(results, kind="hyper", T=100, backend="numpy", method="reversible")
     nb = find(results, kind="hyper", T=100, backend="numba", method="reversible")
     if npy and nb:
-        rows.append(("hypergradient T = 100: numpy / numba", median(npy) / median(nb), "",
-                     f"numpy {median(npy):.3f} s"))
-    rows += _peer_rows(results)
+        rows.append(("hypergradient T = 100, one core: numpy / numba", median(npy) / median(nb),
+                     "", f"numpy {median(npy):.3f} s, numba {median(nb):.3f} s"))
+    rows += _memory_rows(results)
     return rows
 
 
@@ -132,6 +238,7 @@ def _per_step_memory(results, kind, **want):
     """Bytes of peak resident memory per extra step, from the two horizons run (None if one is
     missing); for revlearn at least the buffer's own growth per step."""
     runs = sorted((r for r in results if r["config"]["kind"] == kind and "error" not in r
+                   and r["config"].get("mode") == "pinned" and r["config"].get("threads") == 1
                    and all(r["config"].get(k) == v for k, v in want.items())),
                   key=lambda r: r["config"]["T"])
     slope = None
@@ -145,27 +252,22 @@ def _per_step_memory(results, kind, **want):
     return slope
 
 
-def _peer_rows(results):
+def _memory_rows(results):
     rows = []
     mem_rev = _per_step_memory(results, "hyper", backend="numba", method="reversible")
     for T in (100, 1000):
         hyp = find(results, kind="hyper", T=T, backend="numba", method="reversible")
-        for peer in ("torch", "jax"):
+        for peer, name in (("torch", "PyTorch"), ("jax", "JAX")):
             r = find(results, kind=peer, T=T)
-            if not (hyp and r):
-                continue
-            name = "PyTorch" if peer == "torch" else "JAX (steady state)"
-            rows.append((f"revlearn / {name} time, T = {T}", median(hyp) / median(r),
-                         "< 1 vs JAX" if peer == "jax" else "",
-                         f"revlearn {median(hyp):.3f} s, {name} {median(r):.3f} s"))
-            if peer == "jax":
-                rows.append((f"revlearn / JAX compile and first run, T = {T}",
-                             median(hyp) / r["compile_and_first"], "",
+            if hyp and r:
+                rows.append((f"revlearn / {name} peak memory, T = {T}",
+                             hyp["peak_rss"] / r["peak_rss"], "",
+                             f"revlearn {hyp['peak_rss'] / 2**20:.0f} MiB, {name} "
+                             f"{r['peak_rss'] / 2**20:.0f} MiB (whole process)"))
+            if peer == "jax" and r:
+                rows.append((f"JAX compile and first run / steady run, T = {T}",
+                             r["compile_and_first"] / median(r), "",
                              f"JAX first call {r['compile_and_first']:.2f} s"))
-            rows.append((f"revlearn / {name.split()[0]} peak memory, T = {T}",
-                         hyp["peak_rss"] / r["peak_rss"], "",
-                         f"revlearn {hyp['peak_rss'] / 2**20:.0f} MiB, "
-                         f"{name.split()[0]} {r['peak_rss'] / 2**20:.0f} MiB (whole process)"))
     for peer, name in (("torch", "PyTorch"), ("jax", "JAX")):
         mem = _per_step_memory(results, peer)
         if mem and mem_rev:
@@ -202,39 +304,50 @@ def format_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the short grid (a few minutes)")
+    parser.add_argument("--quick", action="store_true", help="the short grid")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed runs per configuration (default 5, or 3 with --quick)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: run every library as on a CPU without AVX-512")
+    parser.add_argument("--shared", action="store_true",
+                        help="also the defaults while another process keeps one core busy")
+    parser.add_argument("--only", help="only the configurations of these kinds (step,hyper,...)")
+    parser.add_argument("--peers", action="store_true",
+                        help="only revlearn against JAX and PyTorch (defaults and one core)")
     parser.add_argument("--out", default="bench/report.json")
-    parser.add_argument("--from", dest="saved", help="print the table of a saved report instead")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--from", dest="saved", help="print the tables of a saved report instead")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = parser.parse_args(argv)
     fmt = format_markdown if args.markdown else format_table
     if args.saved:
         saved = json.loads(Path(args.saved).read_text())
-        print(f"machine: {saved['machine']}; threads {saved['threads']}; medians of "
-              f"{saved['repeats']} runs")
+        print(f"machine: {saved['machine']}; medians of {saved['repeats']} runs")
         print(fmt(table(saved["results"])))
         return
     repeats = args.repeats or (3 if args.quick else 5)
+    machine = describe(args.isa)
     results = []
-    for cfg in grid(args.quick):
+    for cfg in grid(args.quick, args.shared):
+        if args.only and cfg["kind"] not in args.only.split(","):
+            continue
+        if args.peers and not (cfg["kind"] in ("jax", "torch") or (
+                cfg["kind"] == "hyper" and cfg.get("T") in (100, 1000)
+                and cfg.get("method") == "reversible" and cfg.get("backend") != "numpy"
+                and cfg.get("threads", 1) == 1)):
+            continue
         cfg = dict(cfg, repeats=1 if cfg.get("T", 0) >= 10000 else repeats)
         print(f"running {json.dumps(cfg)}", file=sys.stderr, flush=True)
-        results.append(run_one(cfg, args.threads))
+        results.append(run_one(cfg, args.isa))
         if "error" in results[-1]:
             print(f"  could not run: {results[-1]['error']}", file=sys.stderr, flush=True)
     rows = table(results)
-    machine = describe()
     print(f"machine: {machine}")
-    print(f"problem: {MNIST}; threads {args.threads}; medians of {repeats} runs "
-          "(1 run at T = 10000)")
+    print(f"problem: {MNIST}; medians of {repeats} runs (1 run at T = 10000)")
     print(fmt(rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(machine=machine, threads=args.threads,
-                                              repeats=repeats, quick=args.quick, rows=rows,
-                                              results=results), indent=1))
+    Path(args.out).write_text(json.dumps(dict(machine=machine, repeats=repeats, quick=args.quick,
+                                              isa=args.isa, rows=rows, results=results),
+                                         indent=1))
     print(f"wrote {args.out}")
 
 

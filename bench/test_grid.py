@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import ans, fixedpoint, sgd
+from revlearn import ans, fixedpoint
+from revlearn.threads import Workers
 
 from . import peers, problem
-from .worker import warm_jit
+from .worker import exact_steps, warm_jit
 
 IMPLS = ["numpy", "numba"]
 
@@ -30,11 +31,12 @@ def mnist_case():
     return problem.case(100)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("P", [10**4, 10**5, 10**6])
-def test_exact_step(benchmark, P, impl):
+def test_exact_step(benchmark, P, impl, threads):
     """The exact update plus buffer: v <- gamma v - (1 - gamma) g, w <- w + alpha v, bits back."""
-    be = sgd.get_backend(impl)
+    be, workers = exact_steps(impl), Workers(threads)
     rng = np.random.default_rng(0)
     alpha, gamma = np.full(P, 0.1), np.full(P, 0.9)
     n, g = fixedpoint.quantize_gamma(gamma), 1e-3 * rng.standard_normal(P)
@@ -42,27 +44,30 @@ def test_exact_step(benchmark, P, impl):
              ans.new_buffer(P)]
 
     def step():
-        state[:] = be.exact_step(*state, g, alpha, gamma, n)
+        state[:] = be.exact_step(*state, g, alpha, gamma, n, workers)
 
     for _ in range(20):
         step()
     benchmark(step)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("backend", IMPLS)
 @pytest.mark.parametrize("method", ["reversible", "stored"])
-def test_hypergradient(benchmark, mnist_case, method, backend):
+def test_hypergradient(benchmark, mnist_case, method, backend, threads):
     """The full hypergradient, 784-50-50-50-10 tanh, batch 200, T = 100."""
     res = benchmark.pedantic(revlearn.hypergradient, args=(mnist_case,),
-                             kwargs=dict(method=method, backend=backend), rounds=3)
+                             kwargs=dict(method=method, backend=backend, threads=threads),
+                             rounds=3)
     assert res.exact_recovery
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("backend", IMPLS)
-def test_plain_training(benchmark, mnist_case, backend):
+def test_plain_training(benchmark, mnist_case, backend, threads):
     """Plain float64 SGD with momentum on the same batches: the baseline."""
     benchmark.pedantic(revlearn.train, args=(mnist_case,),
-                       kwargs=dict(exact=False, backend=backend), rounds=3)
+                       kwargs=dict(exact=False, backend=backend, threads=threads), rounds=3)
 
 
 @pytest.mark.parametrize("peer", ["torch", "jax"])

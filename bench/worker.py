@@ -13,6 +13,10 @@ Kinds:
     torch   the PyTorch peer (bench.peers), same problem
     jax     the JAX peer; the first call (compile and run) is timed apart from the steady calls
     check   the peers' hypergradients against revlearn's (revlearn.oracle.compare), small T
+
+`threads` in the configuration: revlearn's `threads=` (None: its default, every core), the thread
+count PyTorch is given (None: its default), and, with "mode": "pinned", the cores this process is
+pinned to. "mode": "defaults" leaves everything at the libraries' defaults.
 """
 
 import json
@@ -24,7 +28,9 @@ import time
 import numpy as np
 
 import revlearn
-from revlearn import ans, fixedpoint, oracle, sgd
+from revlearn import ans, fixedpoint, oracle
+from revlearn import exact as refexact
+from revlearn.threads import Workers
 
 from . import peers, problem
 from .reverse_forward import time_passes
@@ -57,10 +63,22 @@ def warm_jit():
     revlearn.hypergradient(tiny.replace(activation="relu"), backend="numba")
 
 
+def exact_steps(impl):
+    """The module with exact_step, exact_unstep_w and exact_unstep_v of a backend."""
+    if impl == "numba":
+        from revlearn.kernels import exact as kexact
+        return kexact
+    return refexact
+
+
+def _threads(cfg):
+    return cfg.get("threads") if cfg.get("mode", "pinned") == "pinned" else None
+
+
 def step(cfg):
     P, repeats = cfg["P"], cfg["repeats"]
     rng = np.random.default_rng(0)
-    be = sgd.get_backend(cfg["impl"])
+    be, workers = exact_steps(cfg["impl"]), Workers(cfg.get("threads") or 1)
     if cfg["impl"] == "numba":
         warm_jit()
     alpha, gamma = np.full(P, 0.1), np.full(P, 0.9)
@@ -71,12 +89,12 @@ def step(cfg):
 
     def forward():
         nonlocal W, V, buf
-        W, V, buf = be.exact_step(W, V, buf, g, alpha, gamma, n)
+        W, V, buf = be.exact_step(W, V, buf, g, alpha, gamma, n, workers)
 
     def reverse():
         nonlocal W, V, buf
-        W = be.exact_unstep_w(W, V, alpha)
-        V, buf = be.exact_unstep_v(V, buf, g, gamma, n)
+        W = be.exact_unstep_w(W, V, alpha, workers)
+        V, buf = be.exact_unstep_v(V, buf, g, gamma, n, workers)
 
     for _ in range(20):  # the buffer holds words before anything is timed
         forward()
@@ -92,35 +110,37 @@ def _case(cfg):
 
 def hyper(cfg):
     case = _case(cfg)
-    if cfg["backend"] == "numba":
+    if cfg["backend"] in ("numba", "auto"):
         warm_jit()
     results = []
 
     def run():
-        results.append(revlearn.hypergradient(case, method=cfg["method"], backend=cfg["backend"]))
+        results.append(revlearn.hypergradient(case, method=cfg["method"], backend=cfg["backend"],
+                                              threads=_threads(cfg)))
 
     seconds = timed(run, cfg["repeats"])
     res = results[-1]
     out = dict(seconds=seconds, P=case.P, buffer_bits=res.buffer_bits,
                exact_recovery=res.exact_recovery, valid_loss=res.valid_loss)
     if cfg.get("phases"):  # Algorithm 1, the validation gradient, Algorithm 2, timed apart
-        out["phases"] = [time_passes(case, cfg["backend"]) for _ in range(cfg["repeats"])]
+        out["phases"] = [time_passes(case, cfg["backend"], _threads(cfg))
+                         for _ in range(cfg["repeats"])]
     return out
 
 
 def train(cfg):
     case = _case(cfg)
-    if cfg["backend"] == "numba":
+    if cfg["backend"] in ("numba", "auto"):
         warm_jit()
-    seconds = timed(lambda: revlearn.train(case, exact=False, backend=cfg["backend"]),
-                    cfg["repeats"])
+    seconds = timed(lambda: revlearn.train(case, exact=False, backend=cfg["backend"],
+                                           threads=_threads(cfg)), cfg["repeats"])
     return dict(seconds=seconds, P=case.P)
 
 
 def torch_peer(cfg):
     import torch
 
-    run = peers.torch_hypergradient(_case(cfg), threads=cfg.get("threads"))
+    run = peers.torch_hypergradient(_case(cfg), threads=_threads(cfg))
     return dict(seconds=timed(run, cfg["repeats"]), version=torch.__version__)
 
 
@@ -166,7 +186,7 @@ def pin(threads):
 
 def main(argv=None):
     cfg = json.loads((argv or sys.argv[1:])[0])
-    if cfg.get("threads"):
+    if cfg.get("mode", "pinned") == "pinned" and cfg.get("threads"):
         pin(cfg["threads"])
     out = dict(config=cfg, **KINDS[cfg["kind"]](cfg))
     out["peak_rss"] = peak_rss()

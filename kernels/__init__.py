@@ -1,16 +1,17 @@
 """Numba kernels for revlearn: ``backend="numba"`` in `revlearn.hypergradient` and `revlearn.train`.
 
 `NUMBA` is a `revlearn.sgd.Backend` whose results are bit-identical to refimpl's (the NumPy
-backend): the exact momentum step and its inverse (`exact`), the MLP passes (`mlp`) and the
-adjoint updates of Algorithm 2 (`sgd`), with one JIT policy for every kernel (`jit`). Importing
-this package needs numba; revlearn does not.
+backend): the MLP passes (`mlp`), the per-parameter work of each step with the exact momentum step
+and its inverse (`lanes`, `exact`), and tanh, exp and log (`elementary`), with one JIT policy for
+every kernel (`jit`). Importing this package needs numba; revlearn does not.
 """
 
 from revlearn.sgd import Backend
 
-from . import exact, mlp, sgd
+from . import elementary, exact, lanes, mlp  # noqa: F401 (elementary: the overloads)
 
-NUMBA = Backend(mlp.loss_grad, mlp.loss_grad_hvp, exact.exact_step, exact.exact_unstep_w,
-                exact.exact_unstep_v, sgd.adjoint_v, sgd.adjoint_w)
+NUMBA = Backend("numba", mlp.loss_and_error, mlp.loss_grad, mlp.loss_grad_hvp,
+                mlp.grad_parts, mlp.grad_hvp_parts, lanes.forward, lanes.reverse_before,
+                lanes.reverse_after, lanes.from_fixed)
 
 __all__ = ["NUMBA"]

@@ -1,6 +1,8 @@
-"""The exact momentum step and its inverse as loops over the lanes (mirrors of revlearn.sgd's
-`exact_step`, `exact_unstep_w` and `exact_unstep_v`, with `fixedpoint.mul_gamma`/`div_gamma` and
-`ans.push`/`ans.pop` fused in). The state (W, V, the lane states x, the stack) is updated in place.
+"""The exact momentum step and its inverse as loops over blocks of lanes (mirrors of
+revlearn.exact's `exact_step`, `exact_unstep_w` and `exact_unstep_v`, with
+`fixedpoint.mul_gamma`/`div_gamma` and `ans.push`/`ans.pop` fused in). The state (W, V, the lane
+states x, the stacks) is updated in place; the blocks, each with its own stack, are shared out
+among threads.
 
 Algorithm 1's update and its inverse on int64 fixed point (units of 2**-52), D = 2**16, per lane:
 
@@ -10,13 +12,14 @@ Algorithm 1's update and its inverse on int64 fixed point (units of 2**-52), D =
               v <- v + fix((1 - gamma) g);  r = pop(x, over D);
               v = hi n + lo,  lo D + r = v' n + s;  v <- hi D + v';  push(x, s, over n)
 
-with fix(x) = rint(x 2**52). The stack is shared and strictly LIFO: a pop acts on the lanes in
-decreasing order and a push in increasing order (`revlearn.ans`). Only moving words to and from
-the stack is sequential, so each step is split into passes: the arithmetic of every lane (decoding,
-encoding, the fixed-point updates) in loops without dependencies between lanes, which LLVM
-vectorises, and the word moves in two short sequential loops, lanes P-1 .. 0 taking words off the
-stack (`_refill`) and lanes 0 .. P-1 putting words on it (`_spill`): the very words, in
-the very places, that refimpl reads and writes.
+with fix(x) = rint(x 2**52). Each block's stack is strictly LIFO: a pop acts on
+the block's lanes in decreasing order and a push in increasing order (`revlearn.ans`). Only moving
+words to and from a stack is sequential, so each step of a block is split into passes: the
+arithmetic of every lane (decoding, encoding, the fixed-point updates) in loops without dependencies
+between lanes, which LLVM vectorises, and the word moves in two short sequential loops, the block's
+lanes from last to first taking words off its stack (`_refill`) and from first to last putting
+words on it (`_spill`): the very words, in the very places, that refimpl reads and writes. Blocks
+share nothing, so each thread takes a range of them.
 
 Errors are found as refimpl finds them: each check (a value out of range, an addition that wraps)
 reports the first lane where it failed (P when none), and the wrapper raises the error of the first
@@ -28,6 +31,8 @@ import numpy as np
 from revlearn import ans, fixedpoint
 from revlearn.ans import EMIT_SHIFT, LOW, PREC, WORD, WORD_BITS, Buffer
 from revlearn.fixedpoint import D_BITS, LIMIT, SCALE, D
+from revlearn.partition import LANES, lane_blocks
+from revlearn.threads import SERIAL
 
 from .jit import kernel
 
@@ -263,67 +268,142 @@ def _add_grad_and_div_gamma(V, x, g, gamma, n, sym, f):
     return f1, f2
 
 
-# --- the public wrappers (revlearn.sgd's signatures; the state is updated in place) ----------
+# --- the passes over blocks of lanes, each block with its own stack ----------------------------
 
-def exact_step(W, V, buf, g, alpha, gamma, n):
+DRY = 4  # fails[b, DRY] < P: block b's stack ran dry (it cannot, `revlearn.ans` proves)
+
+
+@kernel
+def _step_blocks(W, V, x, stack, top, peak, g, alpha, gamma, n, r, b0, b1, fails):
+    """`exact_step` on the lanes of blocks b0 .. b1-1: per block, pop over n and multiply, the
+    block's words off and on its stack, push over D and the fixed-point updates. fails[b, k] is
+    the first lane failing check k of `_push_and_update` in block b (P for none)."""
+    P = len(x)
+    for b in range(b0, b1):
+        lo, hi = b * LANES, min(b * LANES + LANES, P)
+        _pop_and_mul_gamma(x[lo:hi], V[lo:hi], n[lo:hi], r[lo:hi])
+        t = _refill(x[lo:hi], stack[b], top[b])
+        if t < 0:
+            fails[b, DRY] = lo
+            continue
+        t = _spill_over_D(x[lo:hi], stack[b], t)
+        top[b] = t
+        peak[b] = max(peak[b], t)
+        checks = _push_and_update(W[lo:hi], V[lo:hi], x[lo:hi], r[lo:hi], g[lo:hi],
+                                  alpha[lo:hi], gamma[lo:hi])
+        for k in range(4):
+            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
+
+
+@kernel
+def _unstep_w_blocks(W, V, alpha, b0, b1, fails):
+    """`exact_unstep_w` on the lanes of blocks b0 .. b1-1."""
+    P = len(W)
+    for b in range(b0, b1):
+        lo, hi = b * LANES, min(b * LANES + LANES, P)
+        checks = _unstep_w(W[lo:hi], V[lo:hi], alpha[lo:hi])
+        for k in range(2):
+            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
+
+
+@kernel
+def _unstep_v_blocks(V, x, stack, top, peak, g, gamma, n, sym, f, b0, b1, fails):
+    """`exact_unstep_v` on the lanes of blocks b0 .. b1-1: per block, the fixed-point addition,
+    pop over D and divide, the block's words off and on its stack, push over n."""
+    P = len(x)
+    for b in range(b0, b1):
+        lo, hi = b * LANES, min(b * LANES + LANES, P)
+        checks = _add_grad_and_div_gamma(V[lo:hi], x[lo:hi], g[lo:hi], gamma[lo:hi], n[lo:hi],
+                                         sym[lo:hi], f[lo:hi])
+        for k in range(2):
+            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
+        t = _refill(x[lo:hi], stack[b], top[b])
+        if t < 0:
+            fails[b, DRY] = lo
+            continue
+        t = _spill(x[lo:hi], f[lo:hi], stack[b], t)
+        _encode_all(x[lo:hi], sym[lo:hi], n[lo:hi])
+        top[b] = t
+        peak[b] = max(peak[b], t)
+
+
+# --- the public wrappers (revlearn.exact's signatures; the state is updated in place) ---------
+
+def exact_step(W, V, buf, g, alpha, gamma, n, workers=SERIAL):
     """Algorithm 1's update, exactly:  v <- gamma v - (1 - gamma) g;  w <- w + alpha v.
 
-    W, V and buf.x are updated in place and returned (with buf's stack, top and peak)."""
+    W, V and buf's lanes, stacks, tops and peaks are updated in place and returned (the stacks
+    reallocated when they grow); the blocks of lanes are shared out among the workers."""
     W, V, x = _ints(W), _ints(V), _ints(buf.x)
     g, alpha, gamma, n = _floats(g), _floats(alpha), _floats(gamma), _ints(n)
-    stack = ans._reserve(buf.stack, buf.top + len(W))  # a push emits at most one word per lane
+    top, peak = _ints(buf.top), _ints(buf.peak)
+    stack = ans.reserve(buf.stack, top + LANES)  # a push emits at most one word per lane
     r = np.empty(len(W), np.uint16)
-    _pop_and_mul_gamma(x, V, n, r)
-    top = _refill(x, stack, buf.top)
-    _raise_if_dry(top, buf.top)
-    top = _spill_over_D(x, stack, top)
-    fails = _push_and_update(W, V, x, r, g, alpha, gamma)
+    fails = _no_failures(len(top), len(W))
+    _share(workers, len(top), lambda b0, b1: _step_blocks(W, V, x, stack, top, peak, g, alpha,
+                                                          gamma, n, r, b0, b1, fails))
     _raise_first(fails, (lambda i: (1.0 - gamma[i]) * g[i], None,
                          lambda i: alpha[i] * (V[i] * UNIT), None), len(W))
-    return W, V, Buffer(x, stack, top, max(buf.peak, top))
+    return W, V, Buffer(x, stack, top, peak)
 
 
-def exact_unstep_w(W, V, alpha):
+def exact_unstep_w(W, V, alpha, workers=SERIAL):
     """w_t = w_{t+1} - alpha v_{t+1}, subtracting the very increment `exact_step` added.
 
     W is updated in place and returned."""
     W, V, alpha = _ints(W), _ints(V), _floats(alpha)
-    fails = _unstep_w(W, V, alpha)
+    blocks = lane_blocks(len(W))
+    fails = _no_failures(blocks, len(W))
+    _share(workers, blocks, lambda b0, b1: _unstep_w_blocks(W, V, alpha, b0, b1, fails))
     _raise_first(fails, (lambda i: alpha[i] * (V[i] * UNIT), None), len(W))
     return W
 
 
-def exact_unstep_v(V, buf, g, gamma, n):
+def exact_unstep_v(V, buf, g, gamma, n, workers=SERIAL):
     """v_t = (v_{t+1} + (1 - gamma) g_t) / gamma, exactly (g_t recomputed bit for bit).
 
-    V and buf.x are updated in place and returned (with buf's stack, top and peak)."""
+    V and buf's lanes, stacks, tops and peaks are updated in place and returned."""
     V, x = _ints(V), _ints(buf.x)
     g, gamma, n = _floats(g), _floats(gamma), _ints(n)
-    stack = ans._reserve(buf.stack, buf.top + len(V))
+    top, peak = _ints(buf.top), _ints(buf.peak)
+    stack = ans.reserve(buf.stack, top + LANES)
     # scratch in the narrowest types that hold s < 2**16 and f <= 2**24: fresh int64 arrays of
     # this size would cost more in page faults than the loops they serve
     sym, f = np.empty(len(V), np.uint16), np.empty(len(V), np.uint32)
-    fails = _add_grad_and_div_gamma(V, x, g, gamma, n, sym, f)
+    fails = _no_failures(len(top), len(V))
+    _share(workers, len(top), lambda b0, b1: _unstep_v_blocks(V, x, stack, top, peak, g, gamma,
+                                                              n, sym, f, b0, b1, fails))
     _raise_first(fails, (lambda i: (1.0 - gamma[i]) * g[i], None), len(V))
-    top = _refill(x, stack, buf.top)
-    _raise_if_dry(top, buf.top)
-    top = _spill(x, f, stack, top)
-    _encode_all(x, sym, n)
-    return V, Buffer(x, stack, top, max(buf.peak, top))
+    return V, Buffer(x, stack, top, peak)
 
 
-def _raise_if_dry(top, before):
-    if top < 0:
-        raise RuntimeError(f"information buffer underflow: the lanes need more than the {before} "
-                           "words on the stack")
+PART = 2  # blocks in a range (the ranges change the speed, never the result)
+
+
+def _share(workers, blocks, run):
+    """run(b0, b1) on consecutive ranges of at least PART blocks, four per thread at most, shared
+    out among the workers' threads as they come free: a thread that wakes late takes fewer
+    ranges. One range when the caller runs alone."""
+    parts = max(1, min(blocks // PART, 4 * workers.threads)) if workers.threads > 1 else 1
+    bounds = [blocks * k // parts for k in range(parts + 1)]
+    workers.map(lambda k: run(bounds[k], bounds[k + 1]), parts)
+
+
+def _no_failures(blocks, P):
+    return np.full((blocks, DRY + 1), P, np.int64)
 
 
 def _raise_first(fails, values, P):
-    """Raise `fixedpoint.RangeError` for the first check, in refimpl's order, that failed.
+    """Raise the error refimpl raises: the underflow of a stack, else `fixedpoint.RangeError` for
+    the first check, in refimpl's order, that failed, at its first lane.
 
-    fails[k] is the first lane failing check k (P when none); values[k] gives the offending
-    value of a range check as a function of the lane, or is None for a wrap-around check."""
-    for i, value in zip(fails, values, strict=True):
+    fails[b, k] is the first lane of block b failing check k (P when none); values[k] gives the
+    offending value of a range check as a function of the lane, or is None for a wrap-around
+    check."""
+    first = fails.min(axis=0, initial=P)
+    if first[DRY] < P:
+        raise RuntimeError(f"information buffer underflow in the block of lane {first[DRY]}")
+    for i, value in zip(first, values, strict=False):
         if i < P:
             raise fixedpoint.RangeError(i, "overflow" if value is None else float(value(i)))
 

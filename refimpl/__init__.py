@@ -11,5 +11,7 @@ from .errors import InputError, TrainingError
 from .gradcheck import GradientCheckError, check_grad
 from .sgd import hypergradient, train, valid_loss
 
-__all__ = ["Case", "GradientCheckError", "InputError", "Result", "TrainingError", "check_grad",
-           "hypergradient", "make_case", "train", "valid_loss"]
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+
+__all__ = ["Case", "GradientCheckError", "InputError", "Result", "TrainingError", "__version__",
+           "check_grad", "hypergradient", "make_case", "train", "valid_loss"]

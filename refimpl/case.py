@@ -7,20 +7,25 @@ as the effective values n / 2**16 the engine uses and reports.
 
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from . import data, fixedpoint
+from . import data, fixedpoint, memory
 from .errors import InputError
+from .memory import describe_bytes
 from .mlp import ACTIVATIONS, Layout
+from .npzfile import inspect_npz
 
 GAMMA_MIN = 1.0 / fixedpoint.D
 DATASETS = ("synthetic", "mnist", "PATH.npz")
 SYNTHETIC_ROWS = 1000
 MAX_DATA_BYTES = 4 << 30
+MAX_PARAMETERS = 2**53
+MNIST_ROWS, MNIST_TEST_ROWS, MNIST_PIXELS = 20_000, 5_000, 784  # the embedded subset (mnist.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +150,14 @@ class Result:
     train_losses: np.ndarray
 
 
+def require_case(obj, where):
+    """Refuse, before any work, anything but a Case where one is needed (`where`: the function)."""
+    if not isinstance(obj, Case):
+        what = "a dict (a spec?)" if isinstance(obj, dict) else _type_name(obj)
+        raise InputError(f"{where} takes a revlearn.Case; received {what}. Build one from a spec "
+                         "with revlearn.make_case(spec) first")
+
+
 # --- specs ----------------------------------------------------------------------------------
 
 REQUIRED = object()
@@ -179,11 +192,10 @@ def complete_spec(spec):
         raise InputError(f"the spec needs {', '.join(map(repr, missing))}")
     full = {k: spec.get(k, d) for k, (_, d) in SPEC_FIELDS.items()}
     for key, value in full.items():
-        if isinstance(value, np.ndarray) and SPEC_FIELDS[key][0].startswith("a number"):
-            value = full[key] = value.tolist()
-        if not _spec_type_ok(key, value):
+        full[key] = _plain(value, key == "dataset")
+        if not _spec_type_ok(key, full[key]):
             raise InputError(f"spec key {key!r} must be {SPEC_FIELDS[key][0]}; "
-                             f"received {_short_repr(value)}")
+                             f"received {_received(value)}")
     L = len(full["layer_sizes"]) - 1
     if L < 1:
         raise InputError(f"layer_sizes {full['layer_sizes']} needs at least an input and an "
@@ -210,6 +222,33 @@ def _spec_type_ok(key, v):
     return _is_numeric_tree(v)
 
 
+def _plain(v, path_ok=False):
+    """v with what NumPy users pass turned into plain JSON values: NumPy scalars (np.int64,
+    np.float32, np.bool_, np.str_) into int, float, bool, str; arrays and tuples into (nested)
+    lists; a path (path_ok) into a string. Anything else is left for the type check to refuse."""
+    if isinstance(v, np.ndarray):
+        return v.tolist() if v.dtype.kind in "biufU" else v
+    if isinstance(v, np.generic):
+        return v.item() if v.dtype.kind in "biufU" else v
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if path_ok and isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return v
+
+
+def _received(v):
+    """What a spec value is, for messages: its type and (short) value."""
+    if isinstance(v, np.ndarray):
+        return f"a {v.dtype} array of shape {v.shape}"
+    return f"{_type_name(v)} {_short_repr(_plain(v))}"
+
+
+def _type_name(v):
+    t = type(v)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
 def _short_repr(v):
     try:
         text = json.dumps(v)
@@ -232,6 +271,7 @@ def make_case(spec):
     epoch, cut into consecutive batches; a last partial batch is dropped).
     """
     spec = complete_spec(spec)
+    check_memory(spec)
     sizes = tuple(spec["layer_sizes"])
     data_rng, eps_rng, batch_rng = (np.random.default_rng(s)
                                     for s in np.random.SeedSequence(spec["seed"]).spawn(3))
@@ -252,6 +292,74 @@ def make_case(spec):
         init_scale=_broadcast("init_scale", spec["init_scale"], (G,)),
         l2=_broadcast("l2", spec["l2"], l2_shape),
         grad_train_inputs=spec["grad_train_inputs"], spec=spec)
+
+
+def memory_needed(spec):
+    """The bytes building the case of a completed spec and one hypergradient of it need, estimated
+    from the spec alone (no array is made): a dict part -> bytes."""
+    sizes = spec["layer_sizes"]
+    T, B, G = spec["n_iters"], spec["batch_size"], 2 * (len(sizes) - 1)
+    P = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
+    N, M, data_bytes = _data_needed(spec, sizes)
+    parts = {
+        "data": data_bytes,
+        "batches (T x B)": 2 * 8 * T * B,          # int64, cut from epochs of permutations
+        "alpha, gamma and their gradients (T x G)": 6 * 8 * T * G,
+        "per-parameter vectors (P)": 16 * 8 * P,   # eps, lam, w, v, g, dw, dv, H u, lanes, ...
+        "information buffer": int(2 * T * P * _bits_per_step(spec["gamma"]) / 8),
+        "activations": 6 * 8 * max(B, M) * sum(sizes),
+        "training losses (T)": 8 * T,
+    }
+    if spec["grad_train_inputs"]:
+        parts["d_X_train"] = 8 * N * sizes[0]
+    return parts
+
+
+def check_memory(spec):
+    """Refuse, before any array is made, a spec whose case and hypergradient would need more
+    memory than this machine has (`memory_needed`)."""
+    have = memory.physical_memory()
+    if have is None:
+        return
+    parts = memory_needed(spec)
+    need = sum(parts.values())
+    if need > have:
+        largest = sorted(parts.items(), key=lambda kv: -kv[1])[:3]
+        detail = ", ".join(f"{k} {describe_bytes(v)}" for k, v in largest if v)
+        raise InputError(f"this spec needs an estimated {describe_bytes(need)} of memory "
+                         f"({detail}), more than this machine's {describe_bytes(have)}; use fewer "
+                         "steps (n_iters), a smaller batch_size, smaller layer_sizes or less data")
+
+
+def _data_needed(spec, sizes):
+    """(training rows, validation rows, bytes) of the spec's data set, from the spec and, for a
+    file, the shapes its headers declare."""
+    name, n_train, n_valid = spec["dataset"], spec["n_train"], spec["n_valid"]
+    D, K = sizes[0], sizes[-1]
+    if name == "synthetic":
+        N, M = n_train or SYNTHETIC_ROWS, n_valid or SYNTHETIC_ROWS
+        return N, M, 8 * (N + M) * (D + K + 1)
+    if name == "mnist":
+        rows = MNIST_ROWS // 2
+        held = (MNIST_ROWS + MNIST_TEST_ROWS) * MNIST_PIXELS * 9  # uint8 and float64 copies
+        return min(n_train or rows, rows), min(n_valid or rows, rows), held
+    if name.endswith(".npz") and Path(name).is_file():
+        declared = inspect_npz(name, "dataset")
+        rows = {k: shape[0] if shape else 0 for k, (shape, _) in declared.items()}
+        held = sum(math.prod(shape) * (dtype.itemsize + 8) for shape, dtype in declared.values())
+        return rows.get("X_train", 0), rows.get("X_valid", 0), held
+    return 0, 0, 0  # unknown or missing: _dataset says so
+
+
+def _bits_per_step(gamma):
+    """Bits per parameter per step the information buffer keeps, log2(1 / gamma) on average over
+    the spec's gamma (a number or nested lists)."""
+    try:
+        g = np.asarray(gamma, dtype=np.float64)
+    except (TypeError, ValueError):
+        return 16.0
+    g = np.where(np.isfinite(g), np.clip(g, GAMMA_MIN, 1.0), 1.0)
+    return float(np.mean(-np.log2(g))) if g.size else 0.0
 
 
 def sample_batches(N, T, B, rng):
@@ -289,7 +397,11 @@ def _dataset(spec, sizes, rng):
 
 
 def _broadcast(name, value, shape):
-    a = np.asarray(value, dtype=np.float64)
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except ValueError:
+        raise InputError(f"{name} is a ragged nested list; give a single number or an array of "
+                         f"shape {shape}") from None
     if a.ndim == 0:
         return np.full(shape, float(a))
     if a.shape != shape:
@@ -311,6 +423,10 @@ def _layer_sizes(sizes):
                          "[D, H1, ..., K]")
     if out[-1] < 2:
         raise InputError(f"layer_sizes {list(out)} ends in {out[-1]} classes; softmax needs K >= 2")
+    P = sum(i * o + o for i, o in zip(out[:-1], out[1:], strict=False))
+    if P > MAX_PARAMETERS:
+        raise InputError(f"layer_sizes {list(out)} describe {P} parameters; revlearn handles at "
+                         f"most 2**53")
     return out
 
 

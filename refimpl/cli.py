@@ -1,6 +1,7 @@
 """The `revlearn` command: oracle case files and the check of another implementation's answers.
 
-Exit codes: 0 ok, 1 mismatch (check), 2 bad input (with a one-line reason on stderr).
+Exit codes: 0 ok, 1 mismatch (check), 2 bad input (with a one-line reason on stderr), 130
+interrupted.
 """
 
 import argparse
@@ -13,41 +14,75 @@ from . import oracle, sgd
 from .case import make_case
 from .errors import InputError, TrainingError
 from .experiments.cli import add_parser as add_run_parser
+from .experiments.cli import threads_flag
+from .threads import available_cores
+
+MAX_SPEC_BYTES = 256 << 20
+
+
+def read_spec(path):
+    """The spec in a JSON file: a UTF-8 text holding one JSON object, or an InputError."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise InputError(f"spec file {path} is a folder; give a .json file")
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise InputError(f"spec file {path} is {path.stat().st_size} bytes; a spec is at most "
+                             f"{MAX_SPEC_BYTES >> 20} MiB of JSON")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"spec file {path} does not exist") from None
+    except OSError as e:
+        raise InputError(f"cannot read spec file {path} ({e.strerror or type(e).__name__})") \
+            from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"spec file {path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset "
+                         f"{e.start}); save it as UTF-8 JSON") from None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"spec file {path} is not valid JSON: {e.msg} at line {e.lineno} "
+                         f"column {e.colno}") from None
+    except RecursionError:
+        raise InputError(f"spec file {path} nests its JSON too deeply to read") from None
+    except ValueError:  # an integer beyond Python's limit on digits
+        raise InputError(f"spec file {path} holds a number too long to read") from None
+    if not isinstance(spec, dict):
+        raise InputError(f"spec file {path} holds a JSON {_json_kind(spec)}; a spec is a JSON "
+                         'object such as {"layer_sizes": [784, 50, 10], "n_iters": 100, ...}')
+    return spec
+
+
+def _json_kind(value):
+    kinds = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
 
 
 def _oracle(args):
-    try:
-        spec = json.loads(Path(args.spec).read_text())
-    except FileNotFoundError:
-        raise InputError(f"spec file {args.spec} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read spec file {args.spec}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"spec file {args.spec} is not valid JSON: {e}") from None
+    spec = read_spec(args.spec)
+    threads = threads_flag(args.threads)
     oracle.check_writable(args.output)
+    backend = sgd.get_backend(args.backend).name
     case = make_case(spec)
     start = time.perf_counter()
-    result = sgd.hypergradient(case, method=args.method, backend=args.backend)
+    result = sgd.hypergradient(case, method=args.method, backend=backend, threads=threads)
     seconds = time.perf_counter() - start
     oracle.write_case(args.output, case, result)
     print(f"wrote {args.output}: {case.layer_sizes} {case.activation}, T = {case.T}, "
           f"B = {case.batches.shape[1]}, P = {case.P}, method {args.method}, backend "
-          f"{args.backend}, {seconds:.2f} s")
+          f"{backend}, {seconds:.2f} s")
     print(f"valid_loss {result.valid_loss:.10g}, exact_recovery {result.exact_recovery}, "
           f"buffer_bits {result.buffer_bits}")
     return 0
 
 
 def _check(args):
-    rows = oracle.compare(args.case, args.theirs, rtol=args.rtol, atol=args.atol)
-    print(oracle.format_table(rows))
-    bad = [r.key for r in rows if not r.ok]
-    if bad:
-        print(f"MISMATCH in {', '.join(bad)} (rtol {args.rtol:g}, atol "
-              f"{'scaled per key' if args.atol is None else args.atol})")
-        return 1
-    print(f"all {len(rows)} outputs agree (rtol {args.rtol:g})")
-    return 0
+    report = oracle.check(args.case, args.theirs, rtol=args.rtol, atol=args.atol)
+    print(oracle.format_table(report.rows, report.absent))
+    print(oracle.verdict(report, args.rtol, args.atol))
+    return 0 if all(r.ok for r in report.rows) else 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,15 +103,20 @@ def build_parser():
                        "'Case files').")
     p.add_argument("spec", metavar="SPEC.json", help="the spec (JSON object)")
     p.add_argument("-o", "--output", metavar="CASE.npz", required=True, help="case file to write")
-    p.add_argument("--backend", choices=sgd.BACKENDS, default="numpy")
+    p.add_argument("--backend", choices=sgd.BACKENDS, default="auto",
+                   help="auto (default: numba when installed), numpy or numba: the same bits")
+    p.add_argument("--threads", metavar="N",
+                   help=f"threads to use (default: every core this process may use, "
+                   f"{available_cores()} here): the same bits for every N")
     p.add_argument("--method", choices=sgd.METHODS, default="reversible")
     p.set_defaults(func=_oracle)
 
     p = sub.add_parser("check", help="compare another implementation's answers with a case",
                        description="Compare every output key THEIRS.npz holds with the case's "
                        "reference. An element passes when |theirs - ref| <= atol + rtol |ref|; "
-                       "by default atol is rtol * 1e-3 * max|ref| per key. Exit 0 when all agree, "
-                       "1 on a mismatch, 2 when a file cannot be used.")
+                       "by default atol is rtol * 1e-3 * max|ref| per key. The outputs of the case "
+                       "that THEIRS lacks are listed as not checked. Exit 0 when all it holds "
+                       "agree, 1 on a mismatch, 2 when a file cannot be used.")
     p.add_argument("case", metavar="CASE.npz")
     p.add_argument("theirs", metavar="THEIRS.npz")
     p.add_argument("--rtol", type=float, default=oracle.RTOL)
@@ -93,7 +133,8 @@ def main(argv=None):
     try:
         return args.func(args)
     except (InputError, TrainingError) as e:
-        print(f"revlearn {args.command}: error: {e}", file=sys.stderr)
+        print(f"revlearn {args.command}: error: {' '.join(str(e).splitlines())}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"revlearn {args.command}: interrupted", file=sys.stderr)

@@ -4,11 +4,10 @@ Every loader returns ``(X_train, y_train, X_valid, y_valid)`` as float64 (N, D) 
 arrays, rows in file order.
 """
 
-import zipfile
-
 import numpy as np
 
 from .errors import InputError
+from .npzfile import read_npz
 
 SPLIT_KEYS = ("X_train", "y_train", "X_valid", "y_valid")
 
@@ -23,19 +22,12 @@ def synthetic(D, K, n_train, n_valid, rng):
 
 
 def load_npz(path):
-    """The four arrays X_train, y_train, X_valid, y_valid of an .npz file (read without pickle)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in SPLIT_KEYS if k not in f.files]
-            if missing:
-                raise InputError(f"dataset {path} lacks {', '.join(missing)}; an .npz "
-                                 f"dataset needs the arrays {', '.join(SPLIT_KEYS)} "
-                                 f"(it has {', '.join(f.files)})")
-            arrays = {k: f[k] for k in SPLIT_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(f"cannot read dataset {path} as .npz: {e}") from None
+    """The four arrays X_train, y_train, X_valid, y_valid of an .npz file (`npzfile.read_npz`)."""
+    arrays = read_npz(path, "dataset")
+    missing = [k for k in SPLIT_KEYS if k not in arrays]
+    if missing:
+        raise InputError(f"dataset {path} lacks {', '.join(missing)}; an .npz dataset needs the "
+                         f"arrays {', '.join(SPLIT_KEYS)} (it has {', '.join(arrays) or 'none'})")
     return tuple(_split_array(path, k, arrays[k]) for k in SPLIT_KEYS)
 
 
@@ -44,8 +36,8 @@ def _split_array(path, key, a):
         if a.ndim != 2 or a.dtype.kind not in "biuf":
             raise InputError(f"{key} in {path} is {a.dtype} with shape {a.shape}; "
                              "expected a 2-d numeric array (rows x features)")
-        return a.astype(np.float64)
+        return a.astype(np.float64, copy=False)
     if a.ndim != 1 or a.dtype.kind not in "biu":
         raise InputError(f"{key} in {path} is {a.dtype} with shape {a.shape}; "
                          "expected a 1-d integer array of class labels")
-    return a.astype(np.int64)
+    return a.astype(np.int64, copy=False)

@@ -33,6 +33,7 @@ import numpy as np
 from .case import GAMMA_MIN, sample_batches
 from .errors import InputError
 from .sgd import BACKENDS, METHODS, hypergradient
+from .threads import resolve as resolve_threads
 
 LEARNABLE = ("alpha", "gamma", "init_scale", "l2", "X_train")
 OPTIMIZERS = ("adam", "sgd")
@@ -75,7 +76,8 @@ class MetaConfig:
     learn: names of the learned hyperparameters (a subset of LEARNABLE; the others stay frozen at
     the Case's values); optimizer "adam" or "sgd" (plain gradient descent) with meta step size
     `step_size` (eta); Adam's b1, b2, eps; objective "valid" or "train"; fresh_seed: draw new eps
-    and batches each meta-iteration from (seed, i); method and backend as in `hypergradient`.
+    and batches each meta-iteration from (seed, i); method, backend and threads as in
+    `hypergradient` (backend and threads change the speed, never the results).
     """
 
     learn: tuple = ("alpha", "gamma", "init_scale")
@@ -88,7 +90,8 @@ class MetaConfig:
     fresh_seed: bool = False
     seed: int = 0
     method: str = "reversible"
-    backend: str = "numpy"
+    backend: str = "auto"
+    threads: int = None
 
     def __post_init__(self):
         learn = tuple(self.learn) if not isinstance(self.learn, str) else (self.learn,)
@@ -107,6 +110,7 @@ class MetaConfig:
         if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0):
             raise InputError(f"Adam needs 0 <= b1, b2 < 1 and eps > 0; received b1={self.b1}, "
                              f"b2={self.b2}, eps={self.eps}")
+        resolve_threads(self.threads)
         if not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
             raise InputError(f"seed = {self.seed!r}; use a non-negative integer")
         if "X_train" in learn and self.objective == "train":
@@ -220,6 +224,7 @@ def step(case, state, config):
     same outputs bit for bit.
     """
     case_i = case_at(case, state, config)
-    result = hypergradient(case_i, method=config.method, backend=config.backend)
+    result = hypergradient(case_i, method=config.method, backend=config.backend,
+                           threads=config.threads)
     grad = chain(state, result)
     return update(state, grad, config), MetaStep(case_i, result, grad)

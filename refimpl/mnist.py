@@ -8,6 +8,7 @@ Cortes and Christopher Burges, redistributed under CC BY-SA 3.0.
 """
 
 import gzip
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -62,7 +63,7 @@ def read_bytes(path):
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"{path} is not a readable gzip file: {e}") from None
 
 

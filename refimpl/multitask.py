@@ -35,6 +35,7 @@ from functools import cached_property
 import numpy as np
 
 from . import mlp
+from .threads import SERIAL
 
 
 def helmert(n):
@@ -142,23 +143,23 @@ class MultiTaskMLP:
             out[t] = mlp.loss(W[t], X[r], c, single, self.activation)
         return out
 
-    def loss_grad(self, u, X, y):
+    def loss_grad(self, u, X, y, workers=SERIAL):
         """ell and grad_u ell = Q^T (grad_{w_t} ell_t)_t."""
         W, single = self.weights(u), self.layout.single
         G, ell = np.zeros_like(W), 0.0
         for t, r, c in self._tasks(y):
-            ell_t, G[t] = mlp.loss_grad(W[t], X[r], c, single, self.activation)
+            ell_t, G[t] = mlp.loss_grad(W[t], X[r], c, single, self.activation, workers)
             ell += ell_t
         return ell, self.coords(G)
 
-    def loss_grad_hvp(self, u, du, X, y, input_grad=False):
+    def loss_grad_hvp(self, u, du, X, y, input_grad=False, workers=SERIAL):
         """ell, grad_u ell (bit-identical to `loss_grad`), H du and, if asked, d/dX (grad . du)."""
         W, dW, single = self.weights(u), self.weights(du), self.layout.single
         G, HdW, ell = np.zeros_like(W), np.zeros_like(W), 0.0
         dX = np.zeros_like(X) if input_grad else None
         for t, r, c in self._tasks(y):
             ell_t, G[t], HdW[t], dX_t = mlp.loss_grad_hvp(W[t], dW[t], X[r], c, single,
-                                                          self.activation, input_grad=input_grad)
+                                                          self.activation, input_grad, workers)
             ell += ell_t
             if input_grad:
                 dX[r] = dX_t

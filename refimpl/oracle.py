@@ -2,7 +2,8 @@
 
 `write_case` writes one atomically (a crash never leaves a half-written file under the final name);
 `read_case` reads one strictly (no pickle; every key present with its dtype and shape; the inputs
-checked as a Case); `compare` sets another implementation's outputs against the reference.
+checked as a Case); `check` sets another implementation's outputs against the reference and
+says which of the case's outputs it did not provide.
 
 An element of an output passes when |theirs - reference| <= atol + rtol |reference|. With no atol
 given, atol is rtol * 1e-3 * max |reference| for that key: entries a thousand times smaller than
@@ -12,21 +13,23 @@ lives, instead of their own.
 
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from . import blas
 from .atomic import atomic_write
 from .case import Case
 from .errors import InputError
+from .npzfile import read_npz
 
 INPUT_KEYS = ("spec", "layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid",
               "batches", "eps", "alpha", "gamma", "init_scale", "l2")
 OUTPUT_KEYS = ("w_final", "valid_loss", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0",
                "d_X_train", "exact_recovery", "buffer_bits")
 EXACT_KEYS = ("exact_recovery", "buffer_bits")
+INFO_KEYS = ("provenance",)  # what computed the answers (`blas.describe`); never compared
 RTOL = 1e-6
 ATOL_SCALE = 1e-3
 
@@ -41,6 +44,7 @@ def case_arrays(case, result):
                    if getattr(result, k) is not None})
     arrays["exact_recovery"] = np.array(bool(result.exact_recovery))
     arrays["buffer_bits"] = np.array(result.buffer_bits, dtype=np.int64)
+    arrays["provenance"] = np.array(json.dumps(blas.describe(), sort_keys=True))
     return arrays
 
 
@@ -62,21 +66,6 @@ def write_case(path, case, result):
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
-def load_npz(path, what):
-    """Every array of an .npz file (no pickle), or an InputError saying why it cannot be read."""
-    try:
-        with open(path, "rb") as fh:  # closed even when np.load fails half-way
-            f = np.load(fh, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise InputError(f"{what} {path} is a single .npy array, not an .npz file")
-            return {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{what} {path} is not a readable .npz file ({reason})") from None
-
-
 class Reference(NamedTuple):
     """A case file read back: the Case and its reference outputs (DESIGN §5 keys)."""
 
@@ -86,17 +75,17 @@ class Reference(NamedTuple):
 
 def read_case(path):
     """The Case and the reference outputs of a case file, after checking every key."""
-    a = load_npz(path, "case file")
+    a = read_npz(path, "case file")
     missing = [k for k in INPUT_KEYS + OUTPUT_KEYS if k not in a and k != "d_X_train"]
     if missing:
         raise InputError(f"case file {path} lacks {', '.join(missing)}")
     for key in ("spec", "activation"):
         if a[key].ndim != 0 or a[key].dtype.kind != "U":
             raise InputError(f"case file {path}: {key} must be a 0-d string, not {_desc(a[key])}")
-    try:
-        spec = json.loads(str(a["spec"]))
-    except json.JSONDecodeError as e:
-        raise InputError(f"case file {path}: spec is not JSON ({e})") from None
+    spec = _spec_of(a["spec"], f"case file {path}")
+    if a["layer_sizes"].ndim != 1 or a["layer_sizes"].dtype.kind not in "iu":
+        raise InputError(f"case file {path}: layer_sizes is {_desc(a['layer_sizes'])}, expected "
+                         "a 1-d int64 array")
     inputs = {k: a[k] for k in INPUT_KEYS[3:]}
     for key, arr in inputs.items():
         if arr.dtype.kind not in ("iu" if key in ("y_train", "y_valid", "batches") else "f"):
@@ -116,6 +105,17 @@ def read_case(path):
     return Reference(case, outputs)
 
 
+def _spec_of(text, where):
+    """The spec a case file stores as JSON text: a JSON object."""
+    try:
+        spec = json.loads(str(text))
+    except (ValueError, RecursionError):  # JSONDecodeError, digits beyond int's limit, nesting
+        raise InputError(f"{where}: spec is not valid JSON") from None
+    if not isinstance(spec, dict):
+        raise InputError(f"{where}: spec is a JSON {type(spec).__name__}, not an object")
+    return spec
+
+
 def expected_shape(key, case):
     """The shape output `key` has for `case`."""
     return {"w_final": (case.P,), "valid_loss": (), "d_alpha": case.alpha.shape,
@@ -124,15 +124,20 @@ def expected_shape(key, case):
             "exact_recovery": (), "buffer_bits": ()}[key]
 
 
+DTYPES = {"exact_recovery": ("b", 1, "bool"), "buffer_bits": ("i", 8, "int64")}
+FLOAT64 = ("f", 8, "float64")
+
+
 def _check_output(where, key, arr, case):
-    kinds, name = {"exact_recovery": ("b", "bool"),
-                   "buffer_bits": ("iu", "an integer")}.get(key, ("f", "float64"))
-    if arr.dtype.kind not in kinds:
-        raise InputError(f"{where}: {key} is {arr.dtype}; expected {name}")
+    kind, itemsize, name = DTYPES.get(key, FLOAT64)
+    if arr.dtype.kind != kind or arr.dtype.itemsize != itemsize:
+        raise InputError(f"{where}: {key} is {arr.dtype}; expected {name}, as the case file "
+                         "format says" + (" (convert with .astype(np.float64))"
+                                          if name == "float64" else ""))
     if arr.shape != expected_shape(key, case):
         raise InputError(f"{where}: {key} has shape {arr.shape}; the case needs "
                          f"{expected_shape(key, case)}")
-    if kinds == "f" and not np.all(np.isfinite(arr)):
+    if kind == "f" and not np.all(np.isfinite(arr)):
         raise InputError(f"{where}: {key} has NaN or infinite entries")
 
 
@@ -146,17 +151,25 @@ class Row(NamedTuple):
     ok: bool
 
 
-def compare(case_path, theirs_path, rtol=RTOL, atol=None):
-    """Compare every output key THEIRS holds with the case's reference; a list of `Row`.
+class Report(NamedTuple):
+    """What `check` found: one `Row` per output THEIRS holds, and the case's outputs it lacks."""
+
+    rows: list
+    absent: list
+
+
+def check(case_path, theirs_path, rtol=RTOL, atol=None):
+    """Compare every output key THEIRS holds with the case's reference; a `Report`.
 
     Refuses (InputError) a THEIRS that is not an .npz, holds an unknown key, an input that differs
-    from the case's, an output of the wrong dtype or shape, a NaN, or no output at all.
+    from the case's, an output of the wrong dtype (float64, exact_recovery bool, buffer_bits
+    int64) or shape, a NaN, or no output at all.
     """
     if not rtol >= 0 or (atol is not None and not atol >= 0):
         raise InputError(f"rtol and atol must be >= 0; received rtol={rtol}, atol={atol}")
     ref = read_case(case_path)
-    theirs = load_npz(theirs_path, "file")
-    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS))
+    theirs = read_npz(theirs_path, "answer file")
+    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS) - set(INFO_KEYS))
     if unknown:
         raise InputError(f"{theirs_path} holds unknown key(s) {', '.join(unknown)}; the output "
                          f"keys are {', '.join(OUTPUT_KEYS)}")
@@ -170,11 +183,16 @@ def compare(case_path, theirs_path, rtol=RTOL, atol=None):
     if "d_X_train" in theirs and "d_X_train" not in ref.outputs:
         raise InputError(f"{theirs_path} holds d_X_train but the case has none (its spec sets "
                          "grad_train_inputs false)")
-    rows = []
     for key in keys:
         _check_output(str(theirs_path), key, theirs[key], ref.case)
-        rows.append(_compare_key(key, theirs[key], ref.outputs[key], rtol, atol))
-    return rows
+    rows = [_compare_key(k, theirs[k], ref.outputs[k], rtol, atol) for k in keys]
+    return Report(rows, [k for k in ref.outputs if k not in theirs])
+
+
+def compare(case_path, theirs_path, rtol=RTOL, atol=None):
+    """The rows of `check`: one `Row` per output THEIRS holds (the outputs it lacks are not
+    reported here; `check` lists them)."""
+    return check(case_path, theirs_path, rtol, atol).rows
 
 
 def _same_input(key, theirs, ref):
@@ -200,13 +218,31 @@ def _compare_key(key, theirs, ref, rtol, atol):
     return Row(key, ref.shape, float(np.max(err, initial=0.0)), max_rel, bool(np.all(err <= tol)))
 
 
-def format_table(rows):
-    """The comparison as a text table: key, shape, max abs error, max rel error, ok."""
+def format_table(rows, absent=()):
+    """The comparison as a text table (key, shape, max abs error, max rel error, ok), then a line
+    naming the case's outputs that were not checked, if any."""
     lines = [f"{'key':<15}{'shape':<16}{'max abs err':>13}{'max rel err':>13}  ok"]
     for r in rows:
         lines.append(f"{r.key:<15}{str(r.shape):<16}{r.max_abs:>13.3e}{r.max_rel:>13.3e}  "
                      f"{'ok' if r.ok else 'MISMATCH'}")
+    if absent:
+        lines.append(f"not checked (absent from THEIRS): {', '.join(absent)}")
     return "\n".join(lines)
+
+
+def verdict(report, rtol, atol=None):
+    """The last line of `revlearn check`: which outputs agree, mismatch, or were not provided."""
+    bad = [r.key for r in report.rows if not r.ok]
+    if bad:
+        line = (f"MISMATCH in {', '.join(bad)} (rtol {rtol:g}, atol "
+                f"{'scaled per key' if atol is None else f'{atol:g}'})")
+    elif report.absent:
+        line = f"all {len(report.rows)} provided outputs agree (rtol {rtol:g})"
+    else:
+        return f"all {len(report.rows)} outputs agree (rtol {rtol:g})"
+    if report.absent:
+        line += f"; {len(report.absent)} not provided: {', '.join(report.absent)}"
+    return line
 
 
 def _desc(a):

@@ -32,30 +32,32 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import ans, fixedpoint, mlp
-from .case import Result
+from . import ans, blas, fixedpoint, lanes, mlp
+from .case import Result, require_case
 from .errors import InputError, TrainingError
+from .partition import row_chunks
+from .threads import Workers
 
 METHODS = ("reversible", "stored")
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("auto", "numpy", "numba")
 
 
 class Backend(NamedTuple):
-    """The hot loops one backend provides: the MLP passes, the exact momentum steps and the
-    elementwise adjoint updates of Algorithm 2.
+    """The hot loops one backend provides: the MLP passes over chunks of rows (summed, or in parts
+    one row per chunk), and the per-parameter work of one step of each algorithm (`lanes`), on
+    `workers`. The numba backend updates the fixed-point state and the adjoints in place, so
+    callers pass the current state on and keep no other reference to it."""
 
-    The exact steps take the fixed-point state (W, V, buffer) and return the next one; a backend
-    may update the arrays it is given in place (the numba backend does), so callers pass the
-    current state on and keep no other reference to it. The adjoint updates work in place.
-    """
-
+    name: str
+    loss_and_error: object
     loss_grad: object
     loss_grad_hvp: object
-    exact_step: object
-    exact_unstep_w: object
-    exact_unstep_v: object
-    adjoint_v: object
-    adjoint_w: object
+    grad_parts: object
+    grad_hvp_parts: object
+    forward: object
+    reverse_before: object
+    reverse_after: object
+    from_fixed: object
 
 
 class Adjoint(NamedTuple):
@@ -74,71 +76,82 @@ class Trained(NamedTuple):
     train_losses: np.ndarray
 
 
-# --- the exact momentum step, on fixed-point w and v (per-entry alpha, gamma, n) -------------
-
-def exact_step(W, V, buf, g, alpha, gamma, n):
-    """Algorithm 1's update, exactly:  v <- gamma v - (1 - gamma) g;  w <- w + alpha v."""
-    V, buf = fixedpoint.mul_gamma(V, n, buf)
-    V = fixedpoint.sub(V, fixedpoint.to_fixed((1.0 - gamma) * g))
-    W = fixedpoint.add(W, fixedpoint.to_fixed(alpha * fixedpoint.from_fixed(V)))
-    return W, V, buf
-
-
-def exact_unstep_w(W, V, alpha):
-    """w_t = w_{t+1} - alpha v_{t+1}, subtracting the very increment `exact_step` added."""
-    return fixedpoint.sub(W, fixedpoint.to_fixed(alpha * fixedpoint.from_fixed(V)))
-
-
-def exact_unstep_v(V, buf, g, gamma, n):
-    """v_t = (v_{t+1} + (1 - gamma) g_t) / gamma, exactly (g_t recomputed bit for bit)."""
-    V = fixedpoint.add(V, fixedpoint.to_fixed((1.0 - gamma) * g))
-    return fixedpoint.div_gamma(V, n, buf)
-
-
-# --- the adjoint updates of Algorithm 2 (per-entry alpha, gamma, lam), in place -----------
-
-def adjoint_v(adj, alpha, gamma):
-    """dv <- dv + alpha dw, then the direction the Hessian acts on:  u = (1 - gamma) dv."""
-    dw, dv, _ = adj
-    dv += alpha * dw
-    return (1.0 - gamma) * dv
-
-
-def adjoint_w(adj, Hu, u, w, lam, gamma):
-    """dw <- dw - (H u + lam u);  d_lam <- d_lam - w u;  dv <- gamma dv."""
-    dw, dv, d_lam = adj
-    dw -= Hu + lam * u
-    d_lam -= w * u
-    dv *= gamma
-
-
-NUMPY = Backend(mlp.loss_grad, mlp.loss_grad_hvp, exact_step, exact_unstep_w, exact_unstep_v,
-                adjoint_v, adjoint_w)
+NUMPY = Backend("numpy", mlp.loss_and_error, mlp.loss_grad, mlp.loss_grad_hvp,
+                mlp.grad_parts, mlp.grad_hvp_parts, lanes.forward, lanes.reverse_before,
+                lanes.reverse_after, fixedpoint.from_fixed)
 
 
 def get_backend(name):
-    """The Backend called `name`: "numpy" (this package) or "numba" (revlearn.kernels)."""
+    """The Backend called `name`: "numpy" (this package), "numba" (revlearn.kernels), or "auto"
+    (numba when it can be imported, else numpy: the results are the same bits, only faster)."""
     if name == "numpy":
         return NUMPY
-    if name == "numba":
+    if name in ("numba", "auto"):
         try:
             from revlearn.kernels import NUMBA
         except ImportError as e:
+            if name == "auto":
+                return NUMPY
             raise InputError(f"backend='numba' needs numba ({e}); install it with "
-                             "`pip install numba`, or use backend='numpy'") from None
+                             "`pip install 'revlearn[fast]'`, or use backend='numpy'") from None
         return NUMBA
     raise InputError(f"unknown backend {name!r}; use one of {', '.join(map(repr, BACKENDS))}")
 
 
-def passes(case, be):
-    """(loss_grad(w, X, y), loss_grad_hvp(w, dv, X, y, input_grad)) of the case's model: the
-    backend's MLP passes, or case.model's own when the case has one."""
-    if case.model is not None:
-        return case.model.loss_grad, case.model.loss_grad_hvp
-    lay, act = case.layout, case.activation
-    return (lambda w, X, y: be.loss_grad(w, X, y, lay, act),
-            lambda w, dv, X, y, input_grad: be.loss_grad_hvp(w, dv, X, y, lay, act,
-                                                             input_grad=input_grad))
+MAX_PARTS_BYTES = 1 << 28  # beyond, a step's gradient parts are added up as they come
+
+
+class Passes:
+    """The case's model on `workers`: the MLP passes of the backend, or case.model's own.
+
+    `batch_grad` and `batch_grad_hvp` give a step's gradient (and H u) in parts, one row per
+    chunk of the batch's rows, in arrays kept for the whole run; `grad` is the summed gradient
+    (the validation set's). A model of its own, or parts too large to keep, give one row: the sum
+    in chunk order, the same bits as the parts added in order."""
+
+    def __init__(self, case, be, workers):
+        self.case, self.be, self.workers = case, be, workers
+        B, P = case.batches.shape[1], case.P
+        k = len(row_chunks(B)) - 1
+        self.in_parts = case.model is None and k * P * 8 <= MAX_PARTS_BYTES
+        self.G = np.empty((k if self.in_parts else 1, P))
+        self.H = None
+
+    def grad(self, w, X, y):
+        """(ell, grad ell) over all rows of X."""
+        c, wk = self.case, self.workers
+        if c.model is not None:
+            return c.model.loss_grad(w, X, y, workers=wk)
+        return self.be.loss_grad(w, X, y, c.layout, c.activation, workers=wk)
+
+    def batch_grad(self, t, w):
+        """ell on step t's batch, and its gradient in parts (self.G)."""
+        c, rows = self.case, self.case.batches[t]
+        if not self.in_parts:
+            ell, self.G[0] = self.grad(w, c.X_train[rows], c.y_train[rows])
+            return ell
+        return self.be.grad_parts(w, c.X_train, c.y_train, rows, c.layout, c.activation, self.G,
+                                  workers=self.workers)
+
+    def batch_grad_hvp(self, t, w, u, dX):
+        """ell on step t's batch, its gradient and H u in parts (self.G, self.H), and
+        d/dX (grad . u) of the batch's rows into dX unless None."""
+        c, rows, wk = self.case, self.case.batches[t], self.workers
+        if self.H is None:
+            self.H = np.empty_like(self.G)
+        if c.model is not None or not self.in_parts:
+            X, y = c.X_train[rows], c.y_train[rows]
+            if c.model is not None:
+                ell, self.G[0], self.H[0], dX_u = c.model.loss_grad_hvp(
+                    w, u, X, y, dX is not None, workers=wk)
+            else:
+                ell, self.G[0], self.H[0], dX_u = self.be.loss_grad_hvp(
+                    w, u, X, y, c.layout, c.activation, dX is not None, workers=wk)
+            if dX is not None:
+                dX[:] = dX_u
+            return ell
+        return self.be.grad_hvp_parts(w, u, c.X_train, c.y_train, rows, c.layout, c.activation,
+                                      self.G, self.H, dX, workers=wk)
 
 
 # --- Algorithm 1 ---------------------------------------------------------------------------
@@ -156,45 +169,41 @@ def _step_hyper(case, t):
                       expand(fixedpoint.quantize_gamma(case.gamma[t])))
 
 
-def _batch_grad(be, case, t, w):
-    """L_t's data loss and gradient at w (penalty included), refusing a non-finite gradient."""
-    rows = case.batches[t]
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, with context
-        ell, g = passes(case, be)[0](w, case.X_train[rows], case.y_train[rows])
-        g += case.lam * w
-    if not np.all(np.isfinite(g)):
-        group = case.layout.describe_group(case.layout.group_of(np.flatnonzero(~np.isfinite(g))[0]))
-        raise TrainingError(f"step {t}: the gradient is not finite (first in {group}); training "
-                            "diverged, use a smaller alpha or init_scale")
-    return ell, g
-
-
-def _train_exact(case, be):
+def _train_exact(case, be, workers):
     """Algorithm 1 in fixed point: the final (W, V, buffer) and the training losses."""
     W = _to_fixed_at(case, case.w0, "initialisation")
     V = np.zeros(case.P, dtype=np.int64)
     buf = ans.new_buffer(case.P)
-    losses = np.empty(case.T)
+    w = be.from_fixed(W)
+    passes, losses = Passes(case, be, workers), np.empty(case.T)
     for t in range(case.T):
-        losses[t], g = _batch_grad(be, case, t, fixedpoint.from_fixed(W))
-        h = _step_hyper(case, t)
-        try:
-            W, V, buf = be.exact_step(W, V, buf, g, h.alpha, h.gamma, h.n)
-        except fixedpoint.RangeError as e:
-            raise _range_error(case, f"step {t}", e) from None
+        with np.errstate(over="ignore", invalid="ignore"):  # caught below, with context
+            losses[t] = passes.batch_grad(t, w)
+            h = _step_hyper(case, t)
+            try:
+                W, V, buf, w, bad = be.forward(W, V, buf, w, passes.G, case.lam, h.alpha,
+                                               h.gamma, h.n, workers)
+            except fixedpoint.RangeError as e:
+                raise _range_error(case, f"step {t}", e) from None
+        if bad >= 0:
+            raise _not_finite(case, t, bad)
     return W, V, buf, losses
 
 
-def _train_float(case, be, keep):
+def _train_float(case, be, workers, keep):
     """Algorithm 1 in float64; with keep=True also every w_t and v_t, shape (T+1, P)."""
     w, v = case.w0, np.zeros(case.P)
-    losses = np.empty(case.T)
+    passes, losses = Passes(case, be, workers), np.empty(case.T)
     ws = np.empty((case.T + 1, case.P)) if keep else None
     vs = np.empty((case.T + 1, case.P)) if keep else None
     for t in range(case.T):
         if keep:
             ws[t], vs[t] = w, v
-        losses[t], g = _batch_grad(be, case, t, w)
+        with np.errstate(over="ignore", invalid="ignore"):
+            losses[t] = passes.batch_grad(t, w)
+            g, bad = lanes.penalized(passes.G, case.lam, w)
+        if bad >= 0:
+            raise _not_finite(case, t, bad)
         h = _step_hyper(case, t)
         v = h.gamma * v - (1.0 - h.gamma) * g
         w = w + h.alpha * v
@@ -203,115 +212,131 @@ def _train_float(case, be, keep):
     return w, losses, ws, vs
 
 
-def train(case, exact=True, backend="numpy"):
+def train(case, exact=True, backend="auto", threads=None):
     """Algorithm 1 alone: w_T and the per-step training losses (data loss on each batch).
 
     exact=True runs the fixed-point arithmetic the reversible hypergradient differentiates;
     exact=False is plain float64 SGD with momentum, the baseline a user would otherwise run.
+    threads: how many threads share the work (None: every core this process may use); the
+    results are the same bits for every thread count and backend.
     """
-    be = get_backend(backend)
-    if exact:
-        W, _, _, losses = _train_exact(case, be)
-        return Trained(fixedpoint.from_fixed(W), losses)
-    w, losses, _, _ = _train_float(case, be, keep=False)
+    require_case(case, "revlearn.train")
+    be, workers = get_backend(backend), Workers(threads)
+    with blas.single_threaded():
+        if exact:
+            W, _, _, losses = _train_exact(case, be, workers)
+            return Trained(be.from_fixed(W), losses)
+        w, losses, _, _ = _train_float(case, be, workers, keep=False)
     return Trained(w, losses)
 
 
-def valid_loss(case, backend="numpy"):
+def valid_loss(case, backend="auto", threads=None):
     """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
     differentiates, as a plain function of the case (for finite differences and line searches)."""
-    w_T = train(case, backend=backend).w_final
-    if case.model is not None:
-        return case.model.loss_grad(w_T, case.X_valid, case.y_valid)[0]
-    return mlp.loss(w_T, case.X_valid, case.y_valid, case.layout, case.activation)
+    require_case(case, "revlearn.valid_loss")
+    be, workers = get_backend(backend), Workers(threads)
+    with blas.single_threaded():
+        w_T = train(case, backend=backend, threads=workers.threads).w_final
+        if case.model is not None:
+            return case.model.loss_grad(w_T, case.X_valid, case.y_valid, workers=workers)[0]
+        return be.loss_and_error(w_T, case.X_valid, case.y_valid, case.layout, case.activation,
+                                 workers)[0]
 
 
 # --- Algorithm 2 ---------------------------------------------------------------------------
 
 class _Reversal:
-    """Gives back w_t, v_{t+1} and then v_t by undoing Algorithm 1 in fixed point."""
+    """Algorithm 2's per-parameter work with w_t and v_t given back by undoing Algorithm 1's
+    steps in fixed point (`lanes.reverse_before`, `lanes.reverse_after`)."""
 
-    def __init__(self, be, W, V, buf):
-        self.be, self.W, self.V, self.buf = be, W, V, buf
+    def __init__(self, be, workers, W, V, buf):
+        self.be, self.workers, self.W, self.V, self.buf = be, workers, W, V, buf
 
-    def w_and_v_next(self, t, h):
-        v_next = fixedpoint.from_fixed(self.V)
-        self.W = self.be.exact_unstep_w(self.W, self.V, h.alpha)
-        return fixedpoint.from_fixed(self.W), v_next
+    def before(self, t, h, adj, offsets):
+        self.W, w, u, d_alpha = self.be.reverse_before(self.W, self.V, adj, h.alpha, h.gamma,
+                                                       offsets, self.workers)
+        return w, u, d_alpha
 
-    def v(self, t, h, g):
-        self.V, self.buf = self.be.exact_unstep_v(self.V, self.buf, g, h.gamma, h.n)
-        return fixedpoint.from_fixed(self.V)
+    def after(self, t, h, adj, G, H, lam, w, u, offsets):
+        self.V, self.buf, d_gamma = self.be.reverse_after(self.V, self.buf, adj, G, H, lam, w, u,
+                                                          h.gamma, h.n, offsets, self.workers)
+        return d_gamma
 
 
 class _Stored:
-    """Gives back w_t, v_{t+1} and v_t from the trajectory kept in memory."""
+    """Algorithm 2's per-parameter work with w_t and v_t read back from the trajectory kept in
+    memory (`lanes` without its exact steps, the same for every backend)."""
 
     def __init__(self, ws, vs):
         self.ws, self.vs = ws, vs
 
-    def w_and_v_next(self, t, h):
-        return self.ws[t], self.vs[t + 1]
+    def before(self, t, h, adj, offsets):
+        d_alpha = lanes.dots(adj.dw, self.vs[t + 1], offsets)
+        return (self.ws[t],) + lanes.adjoint_before(adj, h.alpha, h.gamma) + (d_alpha,)
 
-    def v(self, t, h, g):
-        return self.vs[t]
+    def after(self, t, h, adj, G, H, lam, w, u, offsets):
+        g, _ = lanes.penalized(G, lam, w)
+        return lanes.adjoint_after(adj, self.vs[t], g, lanes.total(H), u, w, lam, h.gamma,
+                                   offsets)
 
 
-def hypergradient(case, method="reversible", backend="numpy"):
+def hypergradient(case, method="reversible", backend="auto", threads=None):
     """The gradient of f(w_T) = ell(w_T; X_valid, y_valid) with respect to every hyperparameter.
 
     Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma, d_init_scale, d_l2, d_w0,
     d_X_train (when case.grad_train_inputs), exact_recovery, buffer_bits, train_losses.
+    backend: "auto" (numba when installed), "numpy" or "numba"; threads: how many threads share
+    the work (None: every core this process may use). Every backend and thread count gives the
+    same bits.
     """
+    require_case(case, "revlearn.hypergradient")
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
-    be = get_backend(backend)
+    be, workers = get_backend(backend), Workers(threads)
     if method == "stored":
         _check_trajectory_fits(case)
+    with blas.single_threaded():
+        if method == "reversible":
+            W, V, buf, losses = _train_exact(case, be, workers)
+            w_T = be.from_fixed(W)
+            traj = _Reversal(be, workers, W, V, buf)
+            bits = ans.size_bits(buf)
+        else:
+            w_T, losses, ws, vs = _train_float(case, be, workers, keep=True)
+            traj = _Stored(ws, vs)
+            bits = 64 * (ws.size + vs.size)
+        valid_loss, dw = Passes(case, be, workers).grad(w_T, case.X_valid, case.y_valid)
+        grads = _reverse(case, be, workers, traj, dw)
     if method == "reversible":
-        W, V, buf, losses = _train_exact(case, be)
-        w_T = fixedpoint.from_fixed(W)
-        traj = _Reversal(be, W, V, buf)
-        bits = ans.size_bits(buf)
+        recovered = bool(np.array_equal(traj.W, _to_fixed_at(case, case.w0, "initialisation"))
+                         and ans.is_initial(traj.buf) and not traj.V.any())
     else:
-        w_T, losses, ws, vs = _train_float(case, be, keep=True)
-        traj = _Stored(ws, vs)
-        bits = 64 * (ws.size + vs.size)
-    valid_loss, dw = passes(case, be)[0](w_T, case.X_valid, case.y_valid)
-    grads = _reverse(case, be, traj, dw)
-    if method == "reversible":
-        exact = bool(np.array_equal(traj.W, _to_fixed_at(case, case.w0, "initialisation"))
-                     and ans.is_initial(traj.buf) and not traj.V.any())
-    else:
-        exact = True
-    return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=exact, buffer_bits=int(bits),
-                  train_losses=losses, **grads)
+        recovered = True
+    return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=recovered,
+                  buffer_bits=int(bits), train_losses=losses, **grads)
 
 
-def _reverse(case, be, traj, dw):
+def _reverse(case, be, workers, traj, dw):
     """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields."""
     lay, T = case.layout, case.T
+    offsets = lay.offsets
     adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
     d_alpha, d_gamma = np.empty((T, lay.G)), np.empty((T, lay.G))
     d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
-    loss_grad_hvp = passes(case, be)[1]
+    passes = Passes(case, be, workers)
+    dX_u = np.empty((case.batches.shape[1], case.X_train.shape[1])) if d_X is not None else None
     for t in range(T - 1, -1, -1):
         h = _step_hyper(case, t)
-        rows = case.batches[t]
-        w, v_next = traj.w_and_v_next(t, h)
-        d_alpha[t] = lay.group_dot(adj.dw, v_next)
-        u = be.adjoint_v(adj, h.alpha, h.gamma)  # dv += alpha dw;  u = (1 - gamma) dv
-        _, g, Hu, dX_u = loss_grad_hvp(w, u, case.X_train[rows], case.y_train[rows],
-                                       input_grad=d_X is not None)
-        g += case.lam * w
-        v = traj.v(t, h, g)
-        d_gamma[t] = lay.group_dot(adj.dv, v + g)
-        # dw -= H u + lam u;  d_lam -= w u;  dv *= gamma
-        be.adjoint_w(adj, Hu, u, w, case.lam, h.gamma)
+        # d_alpha_t = dw . v_{t+1};  w_t;  dv += alpha dw;  u = (1 - gamma) dv
+        w, u, d_alpha[t] = traj.before(t, h, adj, offsets)
+        with np.errstate(over="ignore", invalid="ignore"):
+            passes.batch_grad_hvp(t, w, u, dX_u)  # g_t and H_t u, recomputed bit for bit
+            # v_t;  d_gamma_t = dv . (v_t + g_t);  dw -= H u + lam u;  d_lam -= w u;  dv *= gamma
+            d_gamma[t] = traj.after(t, h, adj, passes.G, passes.H, case.lam, w, u, offsets)
         if d_X is not None:
-            np.subtract.at(d_X, rows, dX_u)
+            np.subtract.at(d_X, case.batches[t], dX_u)
     dw, d_lam = adj.dw, adj.d_lam
-    return dict(d_alpha=d_alpha, d_gamma=d_gamma, d_init_scale=lay.group_dot(dw, case.eps),
+    return dict(d_alpha=d_alpha, d_gamma=d_gamma, d_init_scale=lanes.dots(dw, case.eps, offsets),
                 d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw, d_X_train=d_X)
 
 
@@ -335,6 +360,12 @@ def _to_fixed_at(case, x, when):
         return fixedpoint.to_fixed(x)
     except fixedpoint.RangeError as e:
         raise _range_error(case, when, e) from None
+
+
+def _not_finite(case, t, i):
+    group = case.layout.describe_group(case.layout.group_of(i))
+    return TrainingError(f"step {t}: the gradient is not finite (first in {group}); training "
+                         "diverged, use a smaller alpha or init_scale")
 
 
 def _range_error(case, when, e):

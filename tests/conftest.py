@@ -1,7 +1,24 @@
+import importlib.util
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import revlearn
+
+# The numpy-only environment (`pip install -e . pytest hypothesis autograd`, which CI also runs)
+# has no numba: the kernel tests are not collected and the tests that name the numba backend skip.
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+collect_ignore = [] if HAVE_NUMBA else ["test_kernels.py"]
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="needs numba: pip install 'revlearn[fast]'")
+
+# Property tests take their number of cases from the profile: the default run stays quick;
+# `python -m pytest --hypothesis-profile=long tests/test_properties.py tests/test_independent.py`
+# runs 2,000 cases of each property test.
+settings.register_profile("default", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", settings.get_profile("default"), max_examples=2000)
+settings.load_profile("default")
 
 
 def small_spec(**changes):

@@ -63,7 +63,7 @@ def test_case_replace_checks_again(small_case):
 
 @pytest.mark.parametrize("change, message", [
     (dict(learning_rate=0.1), "unknown spec key.*'learning_rate'"),
-    (dict(n_iters="10"), "'n_iters' must be a positive integer; received \"10\""),
+    (dict(n_iters="10"), "'n_iters' must be a positive integer; received str \"10\""),
     (dict(n_iters=0), "'n_iters' must be a positive integer"),
     (dict(batch_size=True), "'batch_size' must be a positive integer"),
     (dict(layer_sizes=[6]), "at least an input and an output"),
@@ -184,5 +184,115 @@ def test_npz_dataset_missing_arrays(tmp_path):
 def test_npz_dataset_not_a_zip(tmp_path):
     path = tmp_path / "d.npz"
     path.write_text("not a zip")
-    with pytest.raises(InputError, match="cannot read dataset"):
+    with pytest.raises(InputError, match="dataset .*d.npz is a text file, not an .npz file"):
         make_case(small_spec(dataset=str(path)))
+
+
+def test_npz_dataset_lacking_everything(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path)
+    with pytest.raises(InputError, match="lacks X_train, y_train, X_valid, y_valid.*it has none"):
+        make_case(small_spec(dataset=str(path)))
+
+
+# --- what NumPy users pass -----------------------------------------------------------------------
+
+def test_numpy_scalars_arrays_and_tuples_make_the_same_case_as_plain_values():
+    plain = small_spec(gamma=[[0.9] * 6] * 24, init_scale=[0.4] * 6, l2_per_weight=False,
+                       grad_train_inputs=True)
+    numpy_like = dict(plain, layer_sizes=(6, 8, 7, 3), n_iters=np.int64(24),
+                      batch_size=np.int32(10), seed=np.uint8(3), n_train=np.int64(60),
+                      n_valid=np.int16(50), alpha=np.float32(0.25), gamma=np.full((24, 6), 0.9),
+                      init_scale=np.array([0.4] * 6), l2=np.float64(0.01),
+                      l2_per_weight=np.bool_(False), grad_train_inputs=np.bool_(True),
+                      activation=np.str_("tanh"))
+    a, b = make_case(dict(plain, alpha=float(np.float32(0.25)))), make_case(numpy_like)
+    for key in ("X_train", "batches", "eps", "alpha", "gamma", "init_scale", "l2"):
+        assert np.array_equal(getattr(a, key), getattr(b, key)), key
+    assert a.spec == b.spec and b.grad_train_inputs is True
+    json.dumps(b.spec)  # plain JSON again
+    assert type(b.spec["n_iters"]) is int and b.spec["layer_sizes"] == [6, 8, 7, 3]
+    c = make_case(small_spec(layer_sizes=np.array([6, 8, 7, 3], dtype=np.int64)))
+    assert c.layer_sizes == (6, 8, 7, 3)
+
+
+def test_a_path_object_names_an_npz_dataset(tmp_path, rng):
+    path = tmp_path / "d.npz"
+    np.savez(path, X_train=rng.normal(size=(30, 4)), y_train=rng.integers(0, 3, 30),
+             X_valid=rng.normal(size=(20, 4)), y_valid=rng.integers(0, 3, 20))
+    case = make_case(small_spec(layer_sizes=[4, 5, 3], dataset=path, n_train=None, n_valid=None,
+                                batch_size=5, n_iters=3))
+    assert case.spec["dataset"] == str(path) and len(case.X_valid) == 20
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(n_iters=np.float64(24.0)), "'n_iters' must be a positive integer; received "
+                                     "numpy.float64 24.0"),
+    (dict(batch_size=np.bool_(True)), "'batch_size' must be a positive integer; received "
+                                      r"numpy.bool_? true"),
+    (dict(layer_sizes=np.array([6.0, 8.0, 3.0])), r"'layer_sizes' must be a list of positive "
+                                                  r"integers; received a float64 array of shape "
+                                                  r"\(3,\)"),
+    (dict(layer_sizes=(6, 0, 3)), r"received tuple \[6, 0, 3\]"),
+    (dict(alpha=np.array(["fast"])), r"'alpha' must be a number or an array.*received a <U4 array"),
+    (dict(alpha=np.complex128(1j)), "received numpy.complex128"),
+    (dict(l2_per_weight=np.int64(1)), "'l2_per_weight' must be true or false; received "
+                                      "numpy.int64 1"),
+    (dict(alpha=[[0.3] * 6] * 23 + [[0.3]]), "alpha is a ragged nested list"),
+])
+def test_what_make_case_cannot_use_is_refused_naming_its_type(change, message):
+    with pytest.raises(InputError, match=message):
+        make_case(small_spec(**change))
+
+
+@pytest.mark.parametrize("function", ["hypergradient", "train", "valid_loss"])
+@pytest.mark.parametrize("value, received", [(small_spec(), r"a dict \(a spec\?\)"),
+                                             ("case.npz", "str"), (None, "NoneType")])
+def test_the_engine_wants_a_case_and_says_how_to_make_one(function, value, received):
+    with pytest.raises(InputError, match=rf"revlearn.{function} takes a revlearn.Case; received "
+                                         rf"{received}. Build one from a spec with "
+                                         r"revlearn.make_case\(spec\) first"):
+        getattr(revlearn, function)(value)
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+def test_a_spec_larger_than_memory_is_refused_before_any_allocation():
+    import tracemalloc
+
+    spec = small_spec(layer_sizes=[100_000, 100_000, 10], n_iters=10**9, dataset="synthetic",
+                      n_train=100, n_valid=100)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=r"this spec needs an estimated .* TiB of memory "
+                                             r"\(.*\), more than this machine's .* GiB; use "
+                                             "fewer steps"):
+            make_case(spec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_the_memory_estimate_counts_data_steps_and_parameters(monkeypatch):
+    from revlearn import case as case_module
+    from revlearn import memory
+
+    spec = case_module.complete_spec(small_spec(n_train=10**6, layer_sizes=[100, 10, 3]))
+    parts = case_module.memory_needed(spec)
+    assert parts["data"] >= 8 * 10**6 * 100  # X_train alone
+    assert parts["batches (T x B)"] >= 8 * 24 * 10
+    assert parts["per-parameter vectors (P)"] >= 8 * 1043
+    need = sum(parts.values())
+    monkeypatch.setattr(memory, "physical_memory", lambda: need - 1)
+    with pytest.raises(InputError, match=r"needs an estimated .* MiB of memory \(data .* MiB"):
+        make_case(small_spec(n_train=10**6, layer_sizes=[100, 10, 3]))
+    monkeypatch.setattr(memory, "physical_memory", lambda: need)  # the control: just fits
+    case_module.check_memory(spec)
+    monkeypatch.setattr(memory, "physical_memory", lambda: None)  # unknown: no check
+    case_module.check_memory(case_module.complete_spec(small_spec(n_iters=10**12)))
+
+
+def test_layer_sizes_beyond_any_array_are_refused(small_case):
+    with pytest.raises(InputError, match=r"describe \d+ parameters; revlearn handles at most"):
+        small_case.replace(layer_sizes=(6, 2**40, 2**40, 3))

@@ -3,6 +3,8 @@ for bit (after Ctrl-C and after a real SIGKILL), the no-matplotlib path, and bad
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,8 @@ import pytest
 
 from revlearn import cli, meta
 from revlearn.experiments import PRESETS, plotting, runner
+
+from conftest import needs_numba
 
 META_PRESETS = [n for n in PRESETS if n != "chaos"]
 
@@ -138,7 +142,9 @@ def test_sigkill_mid_run_loses_at_most_one_meta_iteration(tmp_path):
     (["--meta-iters", "0"], "--meta-iters '0': give an integer >= 1"),
     (["--meta-iters", "many"], "--meta-iters 'many'"),
     (["--seed", "-3"], "--seed '-3': give an integer >= 0"),
-    (["--backend", "cuda"], "--backend 'cuda': use one of numpy, numba"),
+    (["--backend", "cuda"], "--backend 'cuda': use one of auto, numpy, numba"),
+    (["--threads", "0"], "--threads '0': give an integer >= 1"),
+    (["--threads", "two"], "--threads 'two': give an integer >= 1"),
     (["--paper", "--small"], "contradict"),
     (["--resume", "/nonexistent/run"], "--resume /nonexistent/run: no such folder"),
     (["--mnist", "/nonexistent/mnist"], "--mnist /nonexistent/mnist: no such folder"),
@@ -170,8 +176,127 @@ def test_missing_data_and_reused_folders_are_refused(tmp_path, capsys, no_matplo
     assert code == 2 and "--seed cannot change on --resume" in err
 
 
+@needs_numba
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_numba_backend_gives_the_same_run_bit_for_bit(name, tmp_path, no_matplotlib):
     for backend in ("numpy", "numba"):
         assert run([name, "--small", "--backend", backend, "--out", str(tmp_path / backend)]) == 0
     assert results(tmp_path / "numba")["records"] == results(tmp_path / "numpy")["records"]
+
+
+# --- --out, the closing line, and checkpoints that are valid zips but not revlearn's -------------
+
+def test_out_never_overwrites_a_folder_revlearn_did_not_write(tmp_path, capsys, no_matplotlib):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("precious")
+    (mine / "results.json").write_text("{}")
+    code, printed, err = run(["l2", "--small", "--out", str(mine)], capsys)
+    assert code == 2 and printed == "" and err.count("\n") == 1
+    assert f"--out {mine} is a folder that already holds files (chapter1.tex, results.json) and " \
+           "no revlearn run; give a new or empty folder" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["chapter1.tex", "results.json"]
+    assert (mine / "results.json").read_text() == "{}"
+    empty = tmp_path / "empty"
+    empty.mkdir()  # the control: an empty folder is fine
+    assert run(["l2", "--small", "--out", str(empty)]) == 0
+
+
+def test_the_closing_line_counts_the_steps_this_invocation_ran(tmp_path, capsys, no_matplotlib):
+    out = tmp_path / "run"
+    code, printed, _ = run(["l2", "--small", "--meta-iters", "2", "--out", str(out)], capsys)
+    assert code == 0
+    assert re.search(r"\n2 meta-iterations in [\d.]+ s this session\. Files:", printed)
+    code, printed, _ = run(["--resume", str(out), "--meta-iters", "3"], capsys)
+    assert code == 0
+    assert re.search(r"\n1 meta-iteration in [\d.]+ s this session \(3 in all\)\. Files:", printed)
+    code, printed, _ = run(["--resume", str(out)], capsys)  # finished: only re-plotted
+    assert code == 0
+    assert re.search(r"\n0 meta-iterations in [\d.]+ s this session \(3 in all\)\. Files:", printed)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "l2"
+    real = plotting.pyplot
+    plotting.pyplot = lambda: None
+    try:
+        assert run(["l2", "--small", "--out", str(out)]) == 0
+    finally:
+        plotting.pyplot = real
+    return out
+
+
+def rewrite_checkpoint(folder, meta_changes=None, array_changes=None, job=None):
+    arrays = checkpoint(folder)
+    meta = json.loads(str(arrays.pop("__job__")))
+    for key, value in (meta_changes or {}).items():
+        path = key.split(".")
+        target = meta
+        for p in path[:-1]:
+            target = target[p]
+        if value is None:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+    arrays.update(array_changes or {})
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    if job is not False:
+        arrays["__job__"] = np.array(job if job is not None else json.dumps(meta))
+    np.savez(folder / runner.CHECKPOINT, **arrays)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(job=False), "lacks the run's description"),
+    (dict(job="{not json"), "the run's description is not valid JSON"),
+    (dict(job="[1, 2]"), "checkpoint format None is not 2"),
+    (dict(meta_changes={"format": 1}), "checkpoint format 1 is not 2; it was written by another"),
+    (dict(meta_changes={"options.seed": None}), "the run's options are not preset, seed"),
+    (dict(meta_changes={"options.seed": "zero"}), "option seed is 'zero', not a valid value"),
+    (dict(meta_changes={"options.small": 1}), "option small is 1, not a valid value"),
+    (dict(meta_changes={"options.meta_iters": 0, "records": []}),
+     "option meta_iters is 0, not a valid value"),
+    (dict(meta_changes={"options.preset": "cifar"}), "names preset 'cifar'; this revlearn knows"),
+    (dict(meta_changes={"options.backend": "cuda"}), "names backend 'cuda'"),
+    (dict(meta_changes={"options.meta_iters": 10**12}), "asks for 1000000000000 meta-iterations"),
+    (dict(meta_changes={"records": {"i": 0}}), "the run's records are not a list"),
+    (dict(meta_changes={"records": [{"i": 1}]}), "record 0 is not the record of step 0"),
+    (dict(array_changes={"i": np.array(7)}), "its state is at step 7 but it holds 4 records"),
+    (dict(array_changes={"theta/l2": np.zeros(3)}), r"theta/l2 is a float64 array of shape \(3,\)"),
+    (dict(array_changes={"m/l2": None}), "its arrays .* are not those of this run's state"),
+    (dict(array_changes={"extra": np.zeros(2)}), "its arrays .* are not those of this run's state"),
+])
+def test_a_checkpoint_that_is_not_a_runs_own_is_refused(tmp_path, capsys, finished_run, change,
+                                                         message, no_matplotlib):
+    folder = tmp_path / "copy"
+    shutil.copytree(finished_run, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    rewrite_checkpoint(folder, **change)
+    before[runner.CHECKPOINT] = (folder / runner.CHECKPOINT).read_bytes()
+    code, printed, err = run(["--resume", str(folder)], capsys)
+    assert code == 2 and printed == "" and err.count("\n") == 1, err
+    assert err.startswith(f"revlearn run: error: --resume {folder}") and re.search(message, err)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written
+
+
+def test_the_checkpoint_rewriter_keeps_a_good_checkpoint_good(tmp_path, finished_run,
+                                                              no_matplotlib):
+    """The control for the test above: rewritten without changes, the checkpoint resumes."""
+    folder = tmp_path / "copy"
+    shutil.copytree(finished_run, folder)
+    rewrite_checkpoint(folder)
+    assert run(["--resume", str(folder)]) == 0
+
+
+def test_records_that_lack_a_field_are_refused(tmp_path, capsys, finished_run, no_matplotlib):
+    folder = tmp_path / "copy"
+    shutil.copytree(finished_run, folder)
+    records = json.loads(str(checkpoint(folder)["__job__"]))["records"]
+    rewrite_checkpoint(folder, {"records": [{"i": r["i"]} for r in records]})
+    code, _, err = run(["--resume", str(folder)], capsys)
+    assert code == 2 and "its records lack the field" in err and err.count("\n") == 1
+
+
+def test_too_many_meta_iterations_are_refused(capsys, tmp_path):
+    code, _, err = run(["--meta-iters", "1000001", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "--meta-iters '1000001': give an integer >= 1 and <= 1,000,000" in err

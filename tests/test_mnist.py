@@ -70,6 +70,11 @@ def test_missing_file_and_bad_gzip(tmp_path):
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8bnot really gzip")
     with pytest.raises(InputError, match="not a readable gzip file"):
         mnist.load_mnist(tmp_path)
+    garbled = bytearray(gzip.compress(bytes(range(256)) * 40))
+    garbled[20:60] = bytes(b ^ 0xFF for b in garbled[20:60])  # a corrupt deflate stream
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(bytes(garbled))
+    with pytest.raises(InputError, match="not a readable gzip file"):
+        mnist.load_mnist(tmp_path)
 
 
 def test_embedded_subset_shapes_and_values():

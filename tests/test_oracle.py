@@ -52,7 +52,9 @@ def outputs_of(path, tmp_path):
 def test_case_file_holds_every_design_key_with_its_dtype(case_file):
     with np.load(case_file, allow_pickle=False) as f:
         a = {k: f[k] for k in f.files}
-    assert set(a) == set(oracle.INPUT_KEYS) | set(oracle.OUTPUT_KEYS)
+    assert set(a) == set(oracle.INPUT_KEYS) | set(oracle.OUTPUT_KEYS) | {"provenance"}
+    made_by = json.loads(str(a["provenance"]))
+    assert made_by["numpy"] == np.__version__ and "blas" in made_by and "cpu_simd" in made_by
     assert a["spec"].ndim == 0 and json.loads(str(a["spec"]))["n_iters"] == 24
     assert a["layer_sizes"].dtype == np.int64 and str(a["activation"]) == "tanh"
     assert a["y_train"].dtype == a["batches"].dtype == np.int64
@@ -113,9 +115,28 @@ def test_check_accepts_a_subset_of_outputs_and_the_case_inputs(capsys, case_file
     theirs = outputs_of(case_file, tmp_path)
     np.savez(tmp_path / "theirs.npz", d_alpha=theirs["d_alpha"] * (1 + 1e-9))
     code, out, _ = run(capsys, "check", case_file, tmp_path / "theirs.npz")
-    assert code == 0 and "all 1 outputs agree" in out
+    absent = ("w_final, valid_loss, d_gamma, d_init_scale, d_l2, d_w0, d_X_train, exact_recovery, "
+              "buffer_bits")
+    assert code == 0
+    assert f"not checked (absent from THEIRS): {absent}\n" in out
+    assert out.splitlines()[-1] == (f"all 1 provided outputs agree (rtol 1e-06); 9 not provided: "
+                                    f"{absent}")
+    assert "all 1 outputs agree" not in out  # negative control: the old, overclaiming verdict
     copy_with(case_file, tmp_path / "full.npz")  # a copy of the case itself, inputs included
     assert run(capsys, "check", case_file, tmp_path / "full.npz")[0] == 0
+
+
+def test_a_mismatch_among_a_subset_names_both(capsys, case_file, tmp_path):
+    theirs = outputs_of(case_file, tmp_path)
+    np.savez(tmp_path / "theirs.npz", d_alpha=theirs["d_alpha"] * 1.01, w_final=theirs["w_final"],
+             valid_loss=theirs["valid_loss"], d_gamma=theirs["d_gamma"],
+             d_init_scale=theirs["d_init_scale"], d_l2=theirs["d_l2"],
+             exact_recovery=theirs["exact_recovery"], buffer_bits=theirs["buffer_bits"])
+    code, out, _ = run(capsys, "check", case_file, tmp_path / "theirs.npz")
+    assert code == 1
+    assert "\nnot checked (absent from THEIRS): d_w0, d_X_train\n" in out
+    assert out.splitlines()[-1] == ("MISMATCH in d_alpha (rtol 1e-06, atol scaled per key); "
+                                    "2 not provided: d_w0, d_X_train")
 
 
 def bad_files(case_file, tmp_path):
@@ -129,11 +150,21 @@ def bad_files(case_file, tmp_path):
     alpha = np.load(case_file)["alpha"].copy()
     alpha[0, 0] += 0.01
     return {
-        "truncated": (truncated, "not a readable .npz file"),
-        "not npz": (text, "not a readable .npz file"),
+        "truncated": (truncated, "truncated.npz is damaged or truncated: its zip directory "
+                                 "cannot be read"),
+        "not npz": (text, "text.npz is a text file, not an .npz file"),
         "wrong dtype": (copy_with(case_file, tmp_path / "dtype.npz",
                                   d_alpha=theirs["d_alpha"].astype(np.int64)),
                         "d_alpha is int64; expected float64"),
+        "float32": (copy_with(case_file, tmp_path / "f4.npz",
+                              d_w0=theirs["d_w0"].astype(np.float32)),
+                    "d_w0 is float32; expected float64"),
+        "uint64 buffer_bits": (copy_with(case_file, tmp_path / "u8.npz",
+                                         buffer_bits=theirs["buffer_bits"].astype(np.uint64)),
+                               "buffer_bits is uint64; expected int64"),
+        "int exact_recovery": (copy_with(case_file, tmp_path / "b.npz",
+                                         exact_recovery=np.array(1)),
+                               "exact_recovery is int64; expected bool"),
         "wrong shape": (copy_with(case_file, tmp_path / "shape.npz", d_w0=theirs["d_w0"][:-1]),
                         r"d_w0 has shape \(142,\); the case needs \(143,\)"),
         "NaN": (copy_with(case_file, tmp_path / "nan.npz", d_gamma=nan),
@@ -149,7 +180,8 @@ def bad_files(case_file, tmp_path):
     }
 
 
-@pytest.mark.parametrize("kind", ["truncated", "not npz", "wrong dtype", "wrong shape", "NaN",
+@pytest.mark.parametrize("kind", ["truncated", "not npz", "wrong dtype", "float32",
+                                  "uint64 buffer_bits", "int exact_recovery", "wrong shape", "NaN",
                                   "mismatched inputs", "unknown key", "no outputs",
                                   "missing file"])
 def test_malformed_theirs_exits_2_with_a_one_line_reason(capsys, case_file, tmp_path, kind):
@@ -194,6 +226,34 @@ def test_bad_spec_is_refused_before_any_work(capsys, tmp_path, spec, reason):
     code, out, err = run(capsys, "oracle", path, "-o", tmp_path / "case.npz")
     assert code == 2 and reason in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "case.npz").exists()
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\xff\xfe{\x00}\x00", r"is not UTF-8 text \(byte 0xff at offset 0\); save it as UTF-8"),
+    (b"{\"layer_sizes\": [6, 3], \"activation\": \"tanh\xe9\"}", "is not UTF-8 text"),
+    (b"[" * 100_000 + b"]" * 100_000, "nests its JSON too deeply"),
+    (b"{\"n_iters\": " + b"9" * 5000 + b"}", "holds a number too long to read"),
+    (b"42", "holds a JSON number; a spec is a JSON object"),
+    (b"null", "holds a JSON null; a spec is a JSON object"),
+    (b"\"spec\"", "holds a JSON string; a spec is a JSON object"),
+    (b"", "is not valid JSON: Expecting value at line 1 column 1"),
+    (b"\x00\x01\x02garbage", "is not valid JSON"),
+])
+def test_hostile_spec_files_are_one_line_errors(capsys, tmp_path, content, reason):
+    path = tmp_path / "spec.json"
+    path.write_bytes(content)
+    code, out, err = run(capsys, "oracle", path, "-o", tmp_path / "case.npz")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert re.search(reason, err), err
+    assert not (tmp_path / "case.npz").exists()
+
+
+def test_a_spec_file_with_a_byte_order_mark_is_read(capsys, tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(small_spec(n_iters=3)).encode())
+    assert run(capsys, "oracle", path, "-o", tmp_path / "case.npz")[0] == 0
+    code, _, err = run(capsys, "oracle", tmp_path, "-o", tmp_path / "c.npz")
+    assert code == 2 and "is a folder; give a .json file" in err
 
 
 def test_oracle_refuses_an_unwritable_output_before_any_work(capsys, tmp_path, monkeypatch):

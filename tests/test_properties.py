@@ -2,7 +2,7 @@
 hypergradients are finite."""
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -27,7 +27,6 @@ def specs(draw):
         l2=draw(st.floats(0, 0.1)), grad_train_inputs=draw(st.booleans()))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_reversal_is_exact_and_hypergradients_finite(spec):
     case = revlearn.make_case(spec)

@@ -54,7 +54,7 @@ class Job:
                          l2=np.zeros(lay.G))
         self.n_steps = options["meta_iters"]
         self.log_alphas = np.linspace(*LOG_ALPHA, self.n_steps)
-        self.backend = options["backend"]
+        self.backend, self.threads = options["backend"], options.get("threads")
         self.headline = (f"{'-'.join(map(str, SIZES))} tanh, {len(X)} MNIST training images, "
                          f"batch {batch}, T = {', '.join(map(str, self.horizons))}; "
                          f"{self.n_steps} step sizes from exp({LOG_ALPHA[0]:g}) to "
@@ -77,7 +77,7 @@ class Job:
                                      alpha=np.full((T, self.case.G), np.exp(log_alpha)),
                                      gamma=self.case.gamma[:T])
             try:
-                res = hypergradient(case, backend=self.backend)
+                res = hypergradient(case, backend=self.backend, threads=self.threads)
                 rec[f"valid_loss_T{T}"] = res.valid_loss
                 rec[f"dlog_alpha_T{T}"] = float(np.sum(case.alpha * res.d_alpha))
             except TrainingError:  # left the fixed-point range: no loss, no gradient

@@ -6,11 +6,14 @@ interrupted by Ctrl-C (the last completed step is saved; `--resume DIR` continue
 """
 
 import json
+import sys
 import time
 from pathlib import Path
 
+from .. import blas
 from ..errors import InputError
 from ..sgd import BACKENDS, get_backend
+from ..threads import available_cores
 from . import DEFAULT_PRESET, PRESETS, plotting, runner
 
 
@@ -32,8 +35,12 @@ def add_parser(subparsers):
                    help="meta-iterations (for chaos: points on the step-size sweep); default per "
                    "preset, the paper's with --paper")
     p.add_argument("--seed", metavar="S", default="0", help="random seed (default 0)")
-    p.add_argument("--backend", metavar="NAME", default="numpy",
-                   help=f"one of {', '.join(BACKENDS)} (default numpy)")
+    p.add_argument("--backend", metavar="NAME", default="auto",
+                   help=f"one of {', '.join(BACKENDS)} (default auto: numba when installed); the "
+                   "results are the same bits with each")
+    p.add_argument("--threads", metavar="N",
+                   help=f"threads to use (default: every core this process may use, "
+                   f"{available_cores()} here); the results are the same bits for every N")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run whose --out folder is DIR from its last completed "
                    "meta-iteration (a finished run is only re-plotted)")
@@ -47,60 +54,125 @@ def add_parser(subparsers):
     return p
 
 
-def _int(flag, text, minimum):
+MAX_META_ITERS = 1_000_000
+
+
+def _int(flag, text, minimum, maximum=None):
     try:
         value = int(text)
     except (TypeError, ValueError):
         value = None
-    if value is None or value < minimum:
-        raise InputError(f"{flag} {text!r}: give an integer >= {minimum}")
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        raise InputError(f"{flag} {text!r}: give an integer >= {minimum}"
+                         + (f" and <= {maximum:,}" if maximum is not None else ""))
     return value
 
 
+def threads_flag(text):
+    """The value of --threads: None (every core) when not given, else an integer >= 1."""
+    return None if text is None else _int("--threads", text, 1)
+
+
 def _options(args):
-    """(options, out, arrays, records) from the flags, checked before any work or write."""
+    """(options, out, arrays, records, warning) from the flags, checked before any work or
+    write; warning says how the machine differs from the one that started a resumed run."""
+    if args.backend not in BACKENDS:
+        raise InputError(f"--backend {args.backend!r}: use one of {', '.join(BACKENDS)}")
+    threads = threads_flag(args.threads)
     if args.resume:
-        fixed = [f for f, v in (("--seed", args.seed != "0"), ("--backend",
-                 args.backend != "numpy"), ("--paper", args.paper), ("--small", args.small),
-                 ("--mnist", args.mnist), ("--out", args.out)) if v]
+        fixed = [f for f, v in (("--seed", args.seed != "0"), ("--paper", args.paper),
+                 ("--small", args.small), ("--mnist", args.mnist), ("--out", args.out)) if v]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change on --resume: the checkpoint "
-                             "fixes them (only --meta-iters may extend a run)")
-        options, arrays, records = runner.read_checkpoint(args.resume)
+                             "fixes them (--meta-iters may extend a run; --backend and "
+                             "--threads may change, they never change the results)")
+        options, arrays, records, provenance = runner.read_checkpoint(args.resume)
+        if options["meta_iters"] > MAX_META_ITERS:
+            raise InputError(f"--resume {args.resume}: its checkpoint asks for "
+                             f"{options['meta_iters']} meta-iterations, more than "
+                             f"{MAX_META_ITERS:,}")
+        for key, known in (("preset", PRESETS), ("backend", BACKENDS)):
+            if options[key] not in known:
+                raise InputError(f"--resume {args.resume}: its checkpoint names {key} "
+                                 f"{options[key]!r}; this revlearn knows {', '.join(known)}")
+        options.update(backend=args.backend, threads=threads)
+        change = runner.provenance_change(provenance)
+        warning = None if change is None else (
+            f"this machine differs from the one that computed the checkpoint ({change}); the "
+            "continued run may differ in its last bits from an uninterrupted one")
         if args.name and args.name != options["preset"]:
             raise InputError(f"--resume {args.resume} holds a {options['preset']!r} run, not "
                              f"{args.name!r}")
         if args.meta_iters is not None:
-            options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records))
-        return options, Path(args.resume), arrays, records
+            options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records),
+                                         MAX_META_ITERS)
+        return options, Path(args.resume), arrays, records, warning
     name = args.name or DEFAULT_PRESET
     if name not in PRESETS:
         raise InputError(f"unknown experiment {name!r}; use one of {', '.join(PRESETS)}")
-    if args.backend not in BACKENDS:
-        raise InputError(f"--backend {args.backend!r}: use one of {', '.join(BACKENDS)}")
     if args.paper and args.small:
         raise InputError("--paper and --small contradict each other; give one")
     options = {"preset": name, "seed": _int("--seed", args.seed, 0), "backend": args.backend,
-               "paper": args.paper, "small": args.small,
+               "threads": threads, "paper": args.paper, "small": args.small,
                "mnist_dir": str(Path(args.mnist).resolve()) if args.mnist else None}
-    options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1)
+    options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1, MAX_META_ITERS)
                              if args.meta_iters is not None
                              else PRESETS[name].default_meta_iters(options))
     out = Path(args.out or f"revlearn-runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_out(out)
+    return options, out, None, [], None
+
+
+def _check_out(out):
+    """Refuse an --out that exists and is not an empty folder: a run writes only into a new or
+    empty folder, so it never overwrites files it did not write."""
     if (out / runner.CHECKPOINT).exists():
         raise InputError(f"--out {out} already holds a run; continue it with --resume {out} "
                          "or choose another folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    return options, out, None, []
+    if out.is_dir():
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as e:
+            raise InputError(f"cannot list --out {out} ({e.strerror})") from None
+        if held:
+            shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+            raise InputError(f"--out {out} is a folder that already holds files ({shown}) and no "
+                             "revlearn run; give a new or empty folder")
+
+
+def _resumed_state(job, arrays, records, where):
+    """The state a checkpoint holds, after checking its arrays against the job's own: the same
+    names, shapes and kinds of numbers, and a step count that matches the records."""
+    template = job.state_arrays(job.initial_state())
+    if set(arrays) != set(template):
+        raise InputError(f"{where}: its arrays ({', '.join(sorted(arrays)) or 'none'}) are not "
+                         f"those of this run's state ({', '.join(sorted(template))})")
+    for key, want in template.items():
+        got = arrays[key]
+        if got.shape != want.shape or got.dtype.kind != want.dtype.kind:
+            raise InputError(f"{where}: {key} is a {got.dtype} array of shape {got.shape}; this "
+                             f"run's state has {want.dtype} of shape {want.shape}")
+    if "i" in template and int(arrays["i"]) != len(records):
+        raise InputError(f"{where}: its state is at step {int(arrays['i'])} but it holds "
+                         f"{len(records)} records")
+    return job.state_from_arrays(arrays)
+
+
+def _steps(n, unit):
+    return f"{n} {unit}{'' if n == 1 else 's'}"
 
 
 def handler(args, say=print):
     """The `run` subcommand; returns the exit code."""
-    options, out, arrays, records = _options(args)
+    options, out, arrays, records, warning = _options(args)
+    if warning:
+        print(f"revlearn run: warning: {warning}", file=sys.stderr)
     get_backend(options["backend"])
     job = PRESETS[options["preset"]].Job(options)
-    state = job.initial_state() if arrays is None else job.state_from_arrays(arrays)
+    where = f"--resume {out}: {runner.CHECKPOINT}"
+    state = job.initial_state() if arrays is None else _resumed_state(job, arrays, records, where)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -108,16 +180,24 @@ def handler(args, say=print):
     say(f"revlearn run {options['preset']}: {job.headline}")
     say(f"writing to {out}/" + (f"  (resuming after {len(records)} {job.unit}s)"
                                 if records else ""))
-    start = time.perf_counter()
+    start, done_before = time.perf_counter(), len(records)
     try:
-        state, records = runner.run(job, out, options, state, records, say)
+        with blas.single_threaded():  # the evaluations' products too: the same bits every run
+            state, records = runner.run(job, out, options, state, records, say)
     except runner.Interrupted as e:
         runner.write_json(out / runner.RESULTS, runner.results_document(
             options, e.records, None, [], time.perf_counter() - start, complete=False))
         say(f"{e}; saved in {out}/. Continue with: revlearn run --resume {out}")
         return 130
     plt = plotting.pyplot()
-    summary, table, files = job.finish(state, records, out, plt)
+    with blas.single_threaded():
+        try:
+            summary, table, files = job.finish(state, records, out, plt)
+        except KeyError as e:
+            if arrays is None:
+                raise
+            raise InputError(f"{where}: its records lack the field {e}, which a "
+                             f"{options['preset']!r} run records") from None
     seconds = time.perf_counter() - start
     files = [str(out / runner.RESULTS)] + files
     runner.write_json(out / runner.RESULTS, runner.results_document(
@@ -125,7 +205,9 @@ def handler(args, say=print):
     say("")
     say(table)
     say("")
-    say(f"{len(records)} {job.unit}s in {seconds:.1f} s this session. Files:")
+    done_here = len(records) - done_before
+    say(f"{_steps(done_here, job.unit)} in {seconds:.1f} s this session"
+        + (f" ({len(records)} in all)" if done_before else "") + ". Files:")
     for f in files:
         say(f"  {f}")
     if plt is None:

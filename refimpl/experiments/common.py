@@ -4,8 +4,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import meta, mlp, mnist
+from .. import meta, mnist
 from ..errors import InputError
+from ..sgd import get_backend
+from ..threads import Workers
 from . import runner
 
 OBJECTIVE_NAMES = {"valid": "validation", "train": "training"}
@@ -32,9 +34,11 @@ def mnist_splits(options, n_train, n_valid, n_test):
             X_test[:n_test], y_test[:n_test], test_name)
 
 
-def losses(case, w, X, y):
-    """ell(w; X, y) and the error rate of the case's MLP."""
-    return mlp.loss_and_error(w, X, y, case.layout, case.activation)
+def losses(case, w, X, y, threads=None, backend="auto"):
+    """ell(w; X, y) and the error rate of the case's MLP (on `threads` threads and the backend:
+    the same bits with any)."""
+    return get_backend(backend).loss_and_error(w, X, y, case.layout, case.activation,
+                                               Workers(threads))
 
 
 def check_mnist_dir(options):
@@ -68,9 +72,10 @@ class MetaJob:
 
     def evaluate(self, case_i, w):
         """Losses of w_T on the training, validation and test sets."""
-        train, _ = losses(case_i, w, case_i.X_train, case_i.y_train)
-        valid, valid_err = losses(case_i, w, self.case.X_valid, self.case.y_valid)
-        test, test_err = losses(case_i, w, self.X_test, self.y_test)
+        run = dict(threads=self.config.threads, backend=self.config.backend)
+        train, _ = losses(case_i, w, case_i.X_train, case_i.y_train, **run)
+        valid, valid_err = losses(case_i, w, self.case.X_valid, self.case.y_valid, **run)
+        test, test_err = losses(case_i, w, self.X_test, self.y_test, **run)
         return dict(train_loss=train, valid_loss=valid, valid_error=valid_err, test_loss=test,
                     test_error=test_err)
 
@@ -87,7 +92,7 @@ class MetaJob:
         """Train once more with the final (never evaluated) hyperparameters and evaluate."""
         from ..sgd import train
         case_i = meta.case_at(self.case, state, self.config)
-        trained = train(case_i, backend=self.config.backend)
+        trained = train(case_i, backend=self.config.backend, threads=self.config.threads)
         return case_i, trained, self.evaluate(case_i, trained.w_final)
 
 

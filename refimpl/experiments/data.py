@@ -43,7 +43,8 @@ class Job(common.MetaJob):
                          init_scale=np.full(lay.G, INIT_SCALE), l2=np.zeros(lay.G),
                          grad_train_inputs=True)
         self.config = meta.MetaConfig(learn=("X_train",), step_size=META_STEP,
-                                      seed=options["seed"], backend=options["backend"])
+                                      seed=options["seed"], backend=options["backend"],
+                                      threads=options.get("threads"))
         self.n_steps = options["meta_iters"]
         self.headline = (f"784-10 logistic regression trained on 10 learned images (one per "
                          f"class, from blank), T = {steps} full-batch steps; 7840 pixels learned "

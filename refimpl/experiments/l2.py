@@ -47,7 +47,8 @@ class Job(common.MetaJob):
                          l2=lay.expand(np.array([LAM0, 0.0])))
         self.config = meta.MetaConfig(learn=("l2",), optimizer=s["optimizer"],
                                       step_size=s["step_size"], objective="valid",
-                                      seed=options["seed"], backend=options["backend"])
+                                      seed=options["seed"], backend=options["backend"],
+                                      threads=options.get("threads"))
         self.n_steps = options["meta_iters"]
         self.headline = (f"784-10 logistic regression, {len(X)} MNIST training images, "
                          f"T = {steps}, batch {batch}; learning {lay.sizes[0]} L2 penalties "

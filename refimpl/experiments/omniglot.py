@@ -64,7 +64,7 @@ class Job(common.MetaJob):
         self.eps = rng.standard_normal(self.model.layout.P)
         self.case = self.full_batch_case(X, y, Xv, yv, np.full(self.model.layout.G, LAM0))
         self.config = meta.MetaConfig(learn=("l2",), step_size=META_STEP, seed=options["seed"],
-                                      backend=options["backend"])
+                                      backend=options["backend"], threads=options.get("threads"))
         self.n_steps = options["meta_iters"]
         self.headline = (f"10 tasks (5 Omniglot alphabets + the same rotated 90 degrees), one "
                          f"{'-'.join(map(str, self.model.layer_sizes))} tanh net each "
@@ -110,7 +110,7 @@ class Job(common.MetaJob):
                              "groups": [lay.describe_group(g) for g in range(lay.G)]}
         for name, (l2, tied) in settings.items():
             w = train(self.full_batch_case(X, y, Xt, yt, l2, tied),
-                      backend=self.config.backend).w_final
+                      backend=self.config.backend, threads=self.config.threads).w_final
             tr, te = (self.model.task_losses(w, A, b) for A, b in ((X, y), (Xt, yt)))
             summary[name] = {"train_loss": float(tr.mean()), "test_loss": float(te.mean()),
                              "train_loss_per_task": tr.tolist(), "test_loss_per_task": te.tolist()}

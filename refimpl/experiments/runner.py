@@ -17,15 +17,18 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from .. import blas
 from ..atomic import atomic_write_bytes
 from ..errors import InputError
+from ..npzfile import read_npz
 
 CHECKPOINT = "checkpoint.npz"
 RESULTS = "results.json"
-FORMAT = 1
+FORMAT = 2  # 2: the answers of revlearn 0.2 (chunks of rows, own tanh), threads and provenance
 
 
 def write_json(path, obj):
@@ -41,32 +44,106 @@ def write_csv(path, header, rows):
 
 
 def write_checkpoint(out, options, arrays, records):
-    """The state's arrays and, as a JSON string, the options and every record so far."""
-    meta = json.dumps({"format": FORMAT, "options": options, "records": records})
+    """The state's arrays and, as a JSON string, the options, every record so far and what
+    computed them (`blas.describe`: NumPy, its BLAS and kernel, the CPU's SIMD extensions)."""
+    meta = json.dumps({"format": FORMAT, "options": options, "records": records,
+                       "provenance": blas.describe()})
     buf = io.BytesIO()
     np.savez(buf, __job__=np.array(meta), **arrays)
     atomic_write_bytes(Path(out) / CHECKPOINT, buf.getvalue())
 
 
+class Checkpoint(NamedTuple):
+    """A checkpoint read back: the options, the state's arrays, the records so far, and what
+    computed them (`blas.describe`; None for a checkpoint that does not say)."""
+
+    options: dict
+    arrays: dict
+    records: list
+    provenance: dict
+
+
+OPTION_TYPES = {"preset": (str,), "seed": (int,), "backend": (str,), "threads": (int, type(None)),
+                "paper": (bool,), "small": (bool,), "mnist_dir": (str, type(None)),
+                "meta_iters": (int,)}
+
+
 def read_checkpoint(out):
-    """(options, arrays, records) from DIR/checkpoint.npz, refusing anything else."""
-    path = Path(out) / CHECKPOINT
-    if not Path(out).is_dir():
+    """The `Checkpoint` in DIR/checkpoint.npz, refusing anything else.
+
+    The file is read by `npzfile.read_npz` (a damaged or hostile file is refused), and the run's
+    description checked: its format, the option names and types, and records that are one dict
+    per completed step, each naming its step i. The state's arrays are checked against the job
+    by the caller (`experiments.cli`)."""
+    out = Path(out)
+    if not out.is_dir():
         raise InputError(f"--resume {out}: no such folder")
+    path = out / CHECKPOINT
     if not path.is_file():
         raise InputError(f"--resume {out}: it holds no {CHECKPOINT}; give the --out folder of "
                          "an earlier `revlearn run`")
+    where = f"--resume {out}: {CHECKPOINT}"
+    arrays = read_npz(path, f"--resume {out}: checkpoint")
+    job = arrays.pop("__job__", None)
+    if job is None or job.ndim != 0 or job.dtype.kind != "U":
+        raise InputError(f"{where} lacks the run's description (__job__); it was not written by "
+                         "`revlearn run`")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(str(arrays.pop("__job__")))
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise InputError(f"--resume {out}: {CHECKPOINT} is not a readable checkpoint ({e})") \
-            from None
-    if meta.get("format") != FORMAT:
-        raise InputError(f"--resume {out}: checkpoint format {meta.get('format')} is not "
-                         f"{FORMAT}; it was written by another revlearn version")
-    return meta["options"], arrays, meta["records"]
+        meta = json.loads(str(job))
+    except (ValueError, RecursionError):
+        raise InputError(f"{where}: the run's description is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise InputError(f"{where}: checkpoint format {found} is not {FORMAT}; it was written by "
+                         "another revlearn version")
+    options, records, provenance = meta.get("options"), meta.get("records"), meta.get("provenance")
+    _check_options(options, where)
+    _check_records(records, options, where)
+    if provenance is not None and not isinstance(provenance, dict):
+        raise InputError(f"{where}: the record of what computed the run is not a JSON object")
+    return Checkpoint(options, arrays, records, provenance)
+
+
+def _check_options(options, where):
+    if not isinstance(options, dict) or set(options) != set(OPTION_TYPES):
+        raise InputError(f"{where}: the run's options are not {', '.join(OPTION_TYPES)}")
+    for key, types in OPTION_TYPES.items():
+        value = options[key]
+        minimum = 1 if key in ("meta_iters", "threads") else 0
+        if type(value) not in types or (isinstance(value, int) and not isinstance(value, bool)
+                                        and value < minimum):
+            raise InputError(f"{where}: option {key} is {value!r}, not a valid value")
+
+
+def _check_records(records, options, where):
+    if not isinstance(records, list) or len(records) > options["meta_iters"]:
+        raise InputError(f"{where}: the run's records are not a list of at most meta_iters "
+                         f"({options['meta_iters']}) steps")
+    for k, rec in enumerate(records):
+        if not isinstance(rec, dict) or rec.get("i") != k or set(rec) != set(records[0]):
+            raise InputError(f"{where}: record {k} is not the record of step {k}, with the same "
+                             "fields as the others")
+
+
+def provenance_change(before, now=None):
+    """A sentence saying how `now` (default: this process) differs from `before` in what could
+    change the last bits of a result (NumPy's version, its BLAS and kernel, the CPU's SIMD
+    extensions), or None when nothing does."""
+    now = blas.describe() if now is None else now
+    if before is None:
+        return "the checkpoint does not say what computed it"
+    diffs = [f"{key} {_short(before.get(key))} -> {_short(now.get(key))}"
+             for key in ("numpy", "blas", "cpu_simd") if before.get(key) != now.get(key)]
+    return "; ".join(diffs) or None
+
+
+def _short(value):
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return ", ".join(f"{b.get('library')} {b.get('version') or ''} {b.get('kernel') or ''}"
+                         .strip() for b in value)
+    if isinstance(value, list):
+        return f"{len(value)} extensions"
+    return str(value)
 
 
 def _clock(seconds):
@@ -115,4 +192,5 @@ def results_document(options, records, summary, files, seconds, complete):
     """What results.json holds."""
     return {"preset": options["preset"], "complete": complete, "options": options,
             "steps_done": len(records), "summary": summary, "files": files,
-            "wall_seconds_this_session": seconds, "records": records}
+            "wall_seconds_this_session": seconds, "provenance": blas.describe(),
+            "records": records}

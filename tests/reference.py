@@ -1,0 +1,118 @@
+"""An independent float64 reference for revlearn's answers, by autodiff through the unrolled loop.
+
+Written from the README's conventions ("Oracle: case files for other implementations") and nothing
+else: it imports no part of revlearn. It takes the inputs of a case file as plain arrays, trains in
+float64 and differentiates f(w_T) with the HIPS autograd library (pure Python and NumPy):
+
+    w_0     = init_scale[group] * eps + shift          (shift = 0: d f / d shift is d_w0)
+    L_t(w)  = ell(w; X_train[B_t], y_train[B_t]) + 1/2 sum_i lam_i w_i**2
+    g_t     = grad L_t(w_t)
+    v_{t+1} = gamma_t v_t - (1 - gamma_t) g_t           (v_0 = 0)
+    w_{t+1} = w_t + alpha_t v_{t+1}
+    f       = ell(w_T; X_valid, y_valid)
+
+with ell the mean softmax cross-entropy of the MLP (natural log), the flat vector w laid out as
+W1 (D x H1, row-major), b1, W2, b2, ..., group g = 2(l-1) for W_l and 2(l-1)+1 for b_l, and lam,
+alpha_t, gamma_t per group expanded over their groups (lam given per weight is used as it is).
+"""
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import grad, value_and_grad
+
+INPUT_KEYS = ("layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid", "batches",
+              "eps", "alpha", "gamma", "init_scale", "l2")
+HYPER = ("alpha", "gamma", "init_scale", "l2", "shift")
+"""The differentiated inputs, in order; d_X_train is added when asked for."""
+
+
+def group_sizes(layer_sizes):
+    """How many entries each group holds: D*H1 (W1), H1 (b1), H1*H2 (W2), ..."""
+    return [n for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)
+            for n in (fan_in * fan_out, fan_out)]
+
+
+def unflatten(w, layer_sizes):
+    """[(W_1, b_1), ..., (W_L, b_L)] cut out of the flat vector, W_l row-major fan_in x fan_out."""
+    params, start = [], 0
+    for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True):
+        W = anp.reshape(w[start:start + fan_in * fan_out], (fan_in, fan_out))
+        start += fan_in * fan_out
+        params.append((W, w[start:start + fan_out]))
+        start += fan_out
+    return params
+
+
+def relu(z):
+    """max(z, 0), with derivative 0 at z = 0 (a unit exactly at its kink is off)."""
+    return anp.where(z > 0.0, z, 0.0)
+
+
+ACTIVATIONS = {"tanh": anp.tanh, "relu": relu}
+
+
+def logits(w, X, layer_sizes, activation):
+    """z_L of the MLP: z_l = a_{l-1} W_l + b_l, a_l = phi(z_l) for hidden layers, a_0 = X."""
+    phi, a = ACTIVATIONS[activation], X
+    params = unflatten(w, layer_sizes)
+    for W, b in params[:-1]:
+        a = phi(anp.dot(a, W) + b)
+    W, b = params[-1]
+    return anp.dot(a, W) + b
+
+
+def data_loss(w, X, y, layer_sizes, activation):
+    """ell(w; X, y) = mean_r [log sum_k exp z_rk - z_r,y_r] (natural log)."""
+    z = logits(w, X, layer_sizes, activation)
+    m = anp.max(z, axis=1, keepdims=True)  # for range only: the value does not depend on it
+    log_norm = m[:, 0] + anp.log(anp.sum(anp.exp(z - m), axis=1))
+    return anp.mean(log_norm - z[np.arange(len(y)), y])
+
+
+def final_weights(hyper, X_train, c):
+    """w_T of Algorithm 1 in float64 from the hyperparameters (alpha, gamma, init_scale, l2,
+    shift) and the training inputs, every other input from the case arrays c."""
+    alpha, gamma, init_scale, l2, shift = hyper
+    sizes, activation = c["layer_sizes"], c["activation"]
+    group = np.repeat(np.arange(2 * (len(sizes) - 1)), group_sizes(sizes))
+    P = len(group)
+    lam = l2 if l2.shape == (P,) else l2[group]
+    w = init_scale[group] * c["eps"] + shift
+    v = anp.zeros(P)
+    for t, rows in enumerate(c["batches"]):
+        X, y = X_train[rows], c["y_train"][rows]
+
+        def L_t(w, X=X, y=y):
+            return data_loss(w, X, y, sizes, activation) + 0.5 * anp.sum(lam * w * w)
+
+        gamma_t, alpha_t = gamma[t][group], alpha[t][group]
+        v = gamma_t * v - (1.0 - gamma_t) * grad(L_t)(w)
+        w = w + alpha_t * v
+    return w
+
+
+def answers(c, grad_train_inputs=False):
+    """The case file's output keys (w_final, valid_loss, d_alpha, d_gamma, d_init_scale, d_l2,
+    d_w0 and, when asked, d_X_train) for the inputs c, a mapping holding INPUT_KEYS."""
+    c = {k: np.asarray(c[k]) for k in INPUT_KEYS}
+    c["layer_sizes"] = [int(n) for n in c["layer_sizes"]]
+    c["activation"] = str(c["activation"])
+    if c["activation"] not in ACTIVATIONS:
+        raise ValueError(f"activation {c['activation']!r} is not one of {sorted(ACTIVATIONS)}")
+    hyper = tuple(np.array(c[k], dtype=np.float64) for k in HYPER[:-1]) + (np.zeros(len(c["eps"])),)
+    X_train, X_valid, y_valid = c["X_train"], c["X_valid"], c["y_valid"]
+
+    def f(args):
+        hyper, X = args if grad_train_inputs else (args, X_train)
+        w = final_weights(hyper, X, c)
+        return data_loss(w, X_valid, y_valid, c["layer_sizes"], c["activation"])
+
+    loss, d = value_and_grad(f)((hyper, X_train) if grad_train_inputs else hyper)
+    d_hyper, d_X = d if grad_train_inputs else (d, None)
+    out = {"d_" + k: np.asarray(x) for k, x in zip(HYPER, d_hyper, strict=True)}
+    out["d_w0"] = out.pop("d_shift")
+    if grad_train_inputs:
+        out["d_X_train"] = np.asarray(d_X)
+    out["w_final"] = np.asarray(final_weights(hyper, X_train, c))
+    out["valid_loss"] = np.asarray(float(loss))
+    return out
