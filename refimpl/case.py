@@ -124,9 +124,10 @@ class Result:
 
     d_X_train is None unless the case asks for it. buffer_bits is the information buffer's size at
     its largest for method="reversible", and the stored trajectory's size for method="stored";
-    exact_recovery is True when the reverse pass gave back w_0 bit for bit with the buffer back at
-    its start (for "stored" it reads w_0 back from memory, so it is True by construction).
-    """
+    exact_recovery is True when the reverse pass gave back w_0 bit for bit, v_0 = 0 and the
+    buffer as it started, False when it did not (it does not happen: see the tests' negative
+    controls), and None for method="stored", which reverses nothing: it reads w_t back from
+    memory (its case files say False)."""
 
     valid_loss: float
     w_final: np.ndarray
@@ -136,7 +137,7 @@ class Result:
     d_l2: np.ndarray
     d_w0: np.ndarray
     d_X_train: np.ndarray
-    exact_recovery: bool
+    exact_recovery: object  # bool, or None for method="stored"
     buffer_bits: int
     train_losses: np.ndarray
 

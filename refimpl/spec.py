@@ -9,7 +9,9 @@ Case is, however it is made.
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +125,7 @@ def _is_numeric_tree(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def make_case(spec):
+def make_case(spec: Mapping[str, Any]) -> Case:
     """Build every input of DESIGN §5 from a spec dict (the keys of the oracle's spec JSON).
 
     Randomness comes from ``seed`` through three independent streams: the synthetic data, the
