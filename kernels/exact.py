@@ -34,7 +34,7 @@ from revlearn.fixedpoint import D_BITS, LIMIT, SCALE, D
 from revlearn.partition import LANES, lane_blocks
 from revlearn.threads import SERIAL
 
-from .jit import kernel
+from .jit import floats, ints, kernel
 
 M = ans.M
 UNIT = 1.0 / SCALE  # from_fixed: a 2**-52
@@ -334,9 +334,9 @@ def exact_step(W, V, buf, g, alpha, gamma, n, workers=SERIAL):
 
     W, V and buf's lanes, stacks, tops and peaks are updated in place and returned (the stacks
     reallocated when they grow); the blocks of lanes are shared out among the workers."""
-    W, V, x = _ints(W), _ints(V), _ints(buf.x)
-    g, alpha, gamma, n = _floats(g), _floats(alpha), _floats(gamma), _ints(n)
-    top, peak = _ints(buf.top), _ints(buf.peak)
+    W, V, x = ints(W), ints(V), ints(buf.x)
+    g, alpha, gamma, n = floats(g), floats(alpha), floats(gamma), ints(n)
+    top, peak = ints(buf.top), ints(buf.peak)
     stack = ans.reserve(buf.stack, top + LANES)  # a push emits at most one word per lane
     r = np.empty(len(W), np.uint16)
     fails = _no_failures(len(top), len(W))
@@ -351,7 +351,7 @@ def exact_unstep_w(W, V, alpha, workers=SERIAL):
     """w_t = w_{t+1} - alpha v_{t+1}, subtracting the very increment `exact_step` added.
 
     W is updated in place and returned."""
-    W, V, alpha = _ints(W), _ints(V), _floats(alpha)
+    W, V, alpha = ints(W), ints(V), floats(alpha)
     blocks = lane_blocks(len(W))
     fails = _no_failures(blocks, len(W))
     _share(workers, blocks, lambda b0, b1: _unstep_w_blocks(W, V, alpha, b0, b1, fails))
@@ -363,9 +363,9 @@ def exact_unstep_v(V, buf, g, gamma, n, workers=SERIAL):
     """v_t = (v_{t+1} + (1 - gamma) g_t) / gamma, exactly (g_t recomputed bit for bit).
 
     V and buf's lanes, stacks, tops and peaks are updated in place and returned."""
-    V, x = _ints(V), _ints(buf.x)
-    g, gamma, n = _floats(g), _floats(gamma), _ints(n)
-    top, peak = _ints(buf.top), _ints(buf.peak)
+    V, x = ints(V), ints(buf.x)
+    g, gamma, n = floats(g), floats(gamma), ints(n)
+    top, peak = ints(buf.top), ints(buf.peak)
     stack = ans.reserve(buf.stack, top + LANES)
     # scratch in the narrowest types that hold s < 2**16 and f <= 2**24: fresh int64 arrays of
     # this size would cost more in page faults than the loops they serve
@@ -408,9 +408,3 @@ def _raise_first(fails, values, P):
             raise fixedpoint.RangeError(i, "overflow" if value is None else float(value(i)))
 
 
-def _ints(a):
-    return np.ascontiguousarray(a, dtype=np.int64)
-
-
-def _floats(a):
-    return np.ascontiguousarray(a, dtype=np.float64)

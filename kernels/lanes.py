@@ -24,7 +24,6 @@ from .exact import (
     UNIT,
     _add_grad_and_div_gamma,
     _encode_all,
-    _ints,
     _pop_and_mul_gamma,
     _push_and_update,
     _refill,
@@ -32,7 +31,7 @@ from .exact import (
     _spill_over_D,
     _unstep_w,
 )
-from .jit import kernel
+from .jit import floats, ints, kernel
 
 BAD = DRY + 1  # fails[b, BAD] < P: the first lane of block b whose gradient is not finite
 CHECKS = BAD + 1
@@ -107,7 +106,7 @@ def _penalty(g, lam, w):
 
 
 @kernel
-def _to_floats(W, w):
+def _tofloats(W, w):
     """w <- W 2**-52 on one block's slices."""
     for i in range(len(W)):
         w[i] = W[i] * UNIT
@@ -137,7 +136,7 @@ def _forward_blocks(W, V, x, stack, top, peak, w, G, lam, alpha, gamma, n, g, r,
                                   alpha[lo:hi], gamma[lo:hi])
         for k in range(4):
             fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
-        _to_floats(W[lo:hi], w[lo:hi])
+        _tofloats(W[lo:hi], w[lo:hi])
 
 
 @kernel
@@ -159,7 +158,7 @@ def _adjoint_after(dw, dv, d_lam, Hu, u, w, lam, gamma):
 
 
 @kernel
-def _plus_floats(V, g, out):
+def _plusfloats(V, g, out):
     """out <- V 2**-52 + g (v_t + g_t) on one block's slices."""
     for i in range(len(V)):
         out[i] = V[i] * UNIT + g[i]
@@ -173,7 +172,7 @@ def _reverse_before_blocks(W, V, dw, dv, w, u, alpha, gamma, seg_first, seg_lo, 
     P = len(W)
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        _to_floats(V[lo:hi], u[lo:hi])  # v_{t+1}, until u is computed below
+        _tofloats(V[lo:hi], u[lo:hi])  # v_{t+1}, until u is computed below
         _segment_dots(dw, u, seg_lo, seg_hi, seg_first[b], seg_first[b + 1], seg_dots)
         checks = _unstep_w(W[lo:hi], V[lo:hi], alpha[lo:hi])
         for k in range(2):
@@ -204,7 +203,7 @@ def _reverse_after_blocks(V, x, stack, top, peak, dw, dv, d_lam, G, H, lam, w, u
         _encode_all(x[lo:hi], sym[lo:hi], n[lo:hi])
         top[b] = t
         peak[b] = max(peak[b], t)
-        _plus_floats(V[lo:hi], g[lo:hi], vg[lo:hi])
+        _plusfloats(V[lo:hi], g[lo:hi], vg[lo:hi])
         _segment_dots(dv, vg, seg_lo, seg_hi, seg_first[b], seg_first[b + 1], seg_dots)
         _sum_parts(H[:, lo:hi], vg[lo:hi])  # vg is free again: it now holds H u
         _adjoint_after(dw[lo:hi], dv[lo:hi], d_lam[lo:hi], vg[lo:hi], u[lo:hi], w[lo:hi],
@@ -214,7 +213,7 @@ def _reverse_after_blocks(V, x, stack, top, peak, dw, dv, d_lam, G, H, lam, w, u
 def from_fixed(W):
     """The float64 values W 2**-52 of fixed-point W (`fixedpoint.from_fixed`, in one pass)."""
     out = np.empty(len(W))
-    _to_floats(_ints(W), out)
+    _tofloats(ints(W), out)
     return out
 
 
@@ -257,12 +256,12 @@ def _scratch(name, P, dtype=np.float64):
 
 def forward(W, V, buf, w, G, lam, alpha, gamma, n, workers=SERIAL):
     """`lanes.forward`: (W, V, buf, w_{t+1}, bad), W, V, the buffer and w updated in place."""
-    W, V, x, w = _ints(W), _ints(V), _ints(buf.x), _floats(w)
-    top, peak = _ints(buf.top), _ints(buf.peak)
+    W, V, x, w = ints(W), ints(V), ints(buf.x), floats(w)
+    top, peak = ints(buf.top), ints(buf.peak)
     stack = kexact.ans.reserve(buf.stack, top + LANES)
     g, r = _scratch("g", len(W)), _scratch("r", len(W), np.uint16)
     fails = _no_failures(len(top), len(W))
-    G, lam, alpha, gamma, n = _rows(G), _floats(lam), _floats(alpha), _floats(gamma), _ints(n)
+    G, lam, alpha, gamma, n = _rows(G), floats(lam), floats(alpha), floats(gamma), ints(n)
     kexact._share(workers, len(top), lambda b0, b1: _forward_blocks(
         W, V, x, stack, top, peak, w, G, lam, alpha, gamma, n, g, r, b0, b1, fails))
     bad = int(fails[:, BAD].min())
@@ -276,7 +275,7 @@ def forward(W, V, buf, w, G, lam, alpha, gamma, n, workers=SERIAL):
 def reverse_before(W, V, adj, alpha, gamma, offsets, workers=SERIAL):
     """`lanes.reverse_before`: (W_t, w_t, u, d_alpha_t); W and adj updated in place (w_t and u
     are arrays this thread's next call overwrites)."""
-    W, V, alpha, gamma = _ints(W), _ints(V), _floats(alpha), _floats(gamma)
+    W, V, alpha, gamma = ints(W), ints(V), floats(alpha), floats(gamma)
     P, segs = len(W), _segments(offsets, len(W))
     w, u, seg_dots = _scratch("w", P), _scratch("u", P), np.empty(len(segs.list))
     fails = _no_failures(lane_blocks(P), P)
@@ -289,14 +288,14 @@ def reverse_before(W, V, adj, alpha, gamma, offsets, workers=SERIAL):
 
 def reverse_after(V, buf, adj, G, H, lam, w, u, gamma, n, offsets, workers=SERIAL):
     """`lanes.reverse_after`: (V_t, buf, d_gamma_t); V, the buffer and adj updated in place."""
-    V, x, top, peak = _ints(V), _ints(buf.x), _ints(buf.top), _ints(buf.peak)
+    V, x, top, peak = ints(V), ints(buf.x), ints(buf.top), ints(buf.peak)
     P, segs = len(V), _segments(offsets, len(V))
     stack = kexact.ans.reserve(buf.stack, top + LANES)
     g, vg, seg_dots = _scratch("g", P), _scratch("vg", P), np.empty(len(segs.list))
     sym, f = _scratch("sym", P, np.uint16), _scratch("f", P, np.uint32)
     fails = _no_failures(len(top), P)
-    G, H, lam, w, u = _rows(G), _rows(H), _floats(lam), _floats(w), _floats(u)
-    gamma, n = _floats(gamma), _ints(n)
+    G, H, lam, w, u = _rows(G), _rows(H), floats(lam), floats(w), floats(u)
+    gamma, n = floats(gamma), ints(n)
     kexact._share(workers, len(top), lambda b0, b1: _reverse_after_blocks(
         V, x, stack, top, peak, adj.dw, adj.dv, adj.d_lam, G, H, lam, w, u, gamma, n, g, vg, sym,
         f, segs.first, segs.lo, segs.hi, seg_dots, b0, b1, fails))
@@ -311,6 +310,3 @@ def _no_failures(blocks, P):
 def _rows(a):
     return np.ascontiguousarray(np.atleast_2d(a), dtype=np.float64)
 
-
-def _floats(a):
-    return np.ascontiguousarray(a, dtype=np.float64)

@@ -24,7 +24,7 @@ from revlearn.blas import DGEMM, NO_TRANS, ROW_MAJOR, TRANS
 from revlearn.threads import SERIAL
 
 from .elementary import exp, log, tanh
-from .jit import kernel
+from .jit import floats, kernel
 
 # --- elementwise kernels on C-contiguous (B, H) float64 arrays ------------------------------
 
@@ -367,7 +367,7 @@ def loss_chunk(w, X, y, layout, activation):
 
 def loss_and_error(w, X, y, layout, activation, workers=SERIAL):
     """ell(w; X, y) and the error rate (refimpl's `mlp.loss_and_error` with these passes)."""
-    w, X, y = _floats(w), _floats(X), np.ascontiguousarray(y, dtype=np.int64)
+    w, X, y = floats(w), floats(X), np.ascontiguousarray(y, dtype=np.int64)
     _is_tanh(activation)
     chunk = loss_chunk if DGEMM is not None else mlp.loss_chunk
     return mlp.loss_and_error(w, X, y, layout, activation, workers, chunk=chunk)
@@ -384,14 +384,14 @@ def _chunks(activation):
 
 def loss_grad(w, X, y, layout, activation, workers=SERIAL):
     """ell(w; X, y) and grad_w ell (refimpl's `mlp.loss_grad` with these chunk passes)."""
-    w, X, y = _floats(w), _floats(X), np.ascontiguousarray(y, dtype=np.int64)
+    w, X, y = floats(w), floats(X), np.ascontiguousarray(y, dtype=np.int64)
     return mlp.loss_grad(w, X, y, layout, activation, workers, chunk=_chunks(activation)[0])
 
 
 def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False, workers=SERIAL):
     """ell, grad_w ell, H dv and, if asked, d/dX (grad_w ell . dv) (refimpl's
     `mlp.loss_grad_hvp` with these chunk passes)."""
-    w, dv, X = _floats(w), _floats(dv), _floats(X)
+    w, dv, X = floats(w), floats(dv), floats(X)
     y = np.ascontiguousarray(y, dtype=np.int64)
     return mlp.loss_grad_hvp(w, dv, X, y, layout, activation, input_grad, workers,
                              chunk=_chunks(activation)[1])
@@ -399,13 +399,13 @@ def loss_grad_hvp(w, dv, X, y, layout, activation, input_grad=False, workers=SER
 
 def grad_parts(w, X, y, rows, layout, activation, G, workers=SERIAL):
     """refimpl's `mlp.grad_parts` with these chunk passes."""
-    return mlp.grad_parts(_floats(w), X, y, rows, layout, activation, G, workers,
+    return mlp.grad_parts(floats(w), X, y, rows, layout, activation, G, workers,
                           chunk=_chunks(activation)[0])
 
 
 def grad_hvp_parts(w, dv, X, y, rows, layout, activation, G, H, dX=None, workers=SERIAL):
     """refimpl's `mlp.grad_hvp_parts` with these chunk passes."""
-    return mlp.grad_hvp_parts(_floats(w), _floats(dv), X, y, rows, layout, activation, G, H, dX,
+    return mlp.grad_hvp_parts(floats(w), floats(dv), X, y, rows, layout, activation, G, H, dX,
                               workers, chunk=_chunks(activation)[1])
 
 
@@ -418,6 +418,3 @@ def _is_tanh(activation):
         raise ValueError(f"the numba kernels know tanh and relu, not {activation!r}")
     return activation == "tanh"
 
-
-def _floats(a):
-    return np.ascontiguousarray(a, dtype=np.float64)

@@ -6,10 +6,11 @@
 This package is pure NumPy; ``backend="numba"`` uses the optional kernels in ``revlearn.kernels``.
 """
 
-from .case import Case, Result, make_case
+from .case import Case, Result
 from .errors import InputError, TrainingError
 from .gradcheck import GradientCheckError, check_grad
 from .sgd import hypergradient, train, valid_loss
+from .spec import make_case
 
 __version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 

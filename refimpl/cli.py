@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from . import oracle, sgd
-from .case import make_case
 from .errors import InputError, TrainingError
 from .experiments.cli import add_parser as add_run_parser
 from .experiments.cli import threads_flag
+from .spec import make_case
 from .threads import available_cores
 
 MAX_SPEC_BYTES = 256 << 20

@@ -9,6 +9,7 @@ along random unit directions u and along single coordinates, and raises `Gradien
 the analytic and numeric values side by side when any relative error exceeds `rtol`.
 """
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -51,8 +52,10 @@ def directional_derivative(f, x, u, step=STEP):
     return (8.0 * f1 - f2) / (12.0 * step)
 
 
-def check_grad(f, x, grad, *, directions=2, coords=(), step=STEP, rtol=RTOL, atol=ATOL, seed=0,
-               name="x"):
+def check_grad(f: Callable[[np.ndarray], float], x: np.ndarray, grad: np.ndarray, *,
+               directions: int | Sequence[np.ndarray] = 2, coords: Sequence = (),
+               step: float = STEP, rtol: float = RTOL, atol: float = ATOL, seed: int = 0,
+               name: str = "x") -> list[Check]:
     """Check `grad` (the analytic gradient of the scalar function f at x) by finite differences.
 
     directions: how many random unit directions, or a list of direction arrays to use as given

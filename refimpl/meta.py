@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .case import GAMMA_MIN, sample_batches
+from .case import GAMMA_MIN
 from .errors import InputError
 from .sgd import BACKENDS, METHODS, hypergradient
+from .spec import sample_batches
 from .threads import resolve as resolve_threads
 
 LEARNABLE = ("alpha", "gamma", "init_scale", "l2", "X_train")

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import ans, blas, fixedpoint, lanes, mlp
-from .case import Result, require_case
+from .case import Case, Result, require_case
 from .errors import InputError, TrainingError
 from .partition import row_chunks
 from .threads import Workers
@@ -212,7 +212,8 @@ def _train_float(case, be, workers, keep):
     return w, losses, ws, vs
 
 
-def train(case, exact=True, backend="auto", threads=None):
+def train(case: Case, exact: bool = True, backend: str = "auto",
+          threads: int | None = None) -> Trained:
     """Algorithm 1 alone: w_T and the per-step training losses (data loss on each batch).
 
     exact=True runs the fixed-point arithmetic the reversible hypergradient differentiates;
@@ -230,7 +231,7 @@ def train(case, exact=True, backend="auto", threads=None):
     return Trained(w, losses)
 
 
-def valid_loss(case, backend="auto", threads=None):
+def valid_loss(case: Case, backend: str = "auto", threads: int | None = None) -> float:
     """f(w_T) = ell(w_T; X_valid, y_valid) after the exact training run: what `hypergradient`
     differentiates, as a plain function of the case (for finite differences and line searches)."""
     require_case(case, "revlearn.valid_loss")
@@ -257,6 +258,12 @@ class _Reversal:
                                                        offsets, self.workers)
         return w, u, d_alpha
 
+    def recovered(self, case):
+        """True when the reversal gave back w_0 bit for bit, v_0 = 0 and the buffer as it
+        started (every stack empty, every lane at its initial state)."""
+        return bool(np.array_equal(self.W, _to_fixed_at(case, case.w0, "initialisation"))
+                    and ans.is_initial(self.buf) and not self.V.any())
+
     def after(self, t, h, adj, G, H, lam, w, u, offsets):
         self.V, self.buf, d_gamma = self.be.reverse_after(self.V, self.buf, adj, G, H, lam, w, u,
                                                           h.gamma, h.n, offsets, self.workers)
@@ -280,7 +287,8 @@ class _Stored:
                                    offsets)
 
 
-def hypergradient(case, method="reversible", backend="auto", threads=None):
+def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
+                  threads: int | None = None) -> Result:
     """The gradient of f(w_T) = ell(w_T; X_valid, y_valid) with respect to every hyperparameter.
 
     Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma, d_init_scale, d_l2, d_w0,
@@ -307,11 +315,7 @@ def hypergradient(case, method="reversible", backend="auto", threads=None):
             bits = 64 * (ws.size + vs.size)
         valid_loss, dw = Passes(case, be, workers).grad(w_T, case.X_valid, case.y_valid)
         grads = _reverse(case, be, workers, traj, dw)
-    if method == "reversible":
-        recovered = bool(np.array_equal(traj.W, _to_fixed_at(case, case.w0, "initialisation"))
-                         and ans.is_initial(traj.buf) and not traj.V.any())
-    else:
-        recovered = True
+    recovered = traj.recovered(case) if method == "reversible" else None
     return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=recovered,
                   buffer_bits=int(bits), train_losses=losses, **grads)
 

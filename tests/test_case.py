@@ -275,11 +275,11 @@ def test_a_spec_larger_than_memory_is_refused_before_any_allocation():
 
 
 def test_the_memory_estimate_counts_data_steps_and_parameters(monkeypatch):
-    from revlearn import case as case_module
     from revlearn import memory
+    from revlearn import spec as spec_module
 
-    spec = case_module.complete_spec(small_spec(n_train=10**6, layer_sizes=[100, 10, 3]))
-    parts = case_module.memory_needed(spec)
+    spec = spec_module.complete_spec(small_spec(n_train=10**6, layer_sizes=[100, 10, 3]))
+    parts = spec_module.memory_needed(spec)
     assert parts["data"] >= 8 * 10**6 * 100  # X_train alone
     assert parts["batches (T x B)"] >= 8 * 24 * 10
     assert parts["per-parameter vectors (P)"] >= 8 * 1043
@@ -288,9 +288,9 @@ def test_the_memory_estimate_counts_data_steps_and_parameters(monkeypatch):
     with pytest.raises(InputError, match=r"needs an estimated .* MiB of memory \(data .* MiB"):
         make_case(small_spec(n_train=10**6, layer_sizes=[100, 10, 3]))
     monkeypatch.setattr(memory, "physical_memory", lambda: need)  # the control: just fits
-    case_module.check_memory(spec)
+    spec_module.check_memory(spec)
     monkeypatch.setattr(memory, "physical_memory", lambda: None)  # unknown: no check
-    case_module.check_memory(case_module.complete_spec(small_spec(n_iters=10**12)))
+    spec_module.check_memory(spec_module.complete_spec(small_spec(n_iters=10**12)))
 
 
 def test_layer_sizes_beyond_any_array_are_refused(small_case):

@@ -17,12 +17,13 @@ import revlearn
 from revlearn import ans, kernels, lanes, mlp, multitask, sgd
 from revlearn import exact as refexact
 from revlearn import fixedpoint as fp
-from revlearn.case import Case, sample_batches
+from revlearn.case import Case
 from revlearn.kernels import elementary as kelementary
 from revlearn.kernels import exact, jit
 from revlearn.kernels import lanes as klanes
 from revlearn.kernels import mlp as kmlp
 from revlearn.partition import LANES
+from revlearn.spec import sample_batches
 from revlearn.threads import SERIAL, Workers
 
 from conftest import small_spec

@@ -6,7 +6,8 @@ import pytest
 
 import revlearn
 from revlearn import check_grad, multitask
-from revlearn.case import Case, sample_batches
+from revlearn.case import Case
+from revlearn.spec import sample_batches
 
 SIZES, N_TASKS = (5, 6, 3), 3
 

@@ -120,7 +120,7 @@ def test_a_hypergradient_off_by_1e_6_is_caught(case_and_result, name):
 def test_reversible_and_stored_agree(case_and_result):
     case, rev = case_and_result
     sto = revlearn.hypergradient(case, method="stored")
-    assert rev.exact_recovery and sto.exact_recovery
+    assert rev.exact_recovery is True and sto.exact_recovery is None  # stored: nothing reversed
     assert rev.valid_loss == pytest.approx(sto.valid_loss, rel=1e-10)
     assert rev.valid_loss == revlearn.valid_loss(case)
     for key in OUTPUTS:
@@ -236,3 +236,38 @@ def test_non_finite_gradient_names_the_step():
     X[case.batches[:5].ravel()] = case.X_train[case.batches[:5].ravel()]
     with pytest.raises(revlearn.TrainingError, match="step 5: the gradient is not finite"):
         revlearn.hypergradient(case.replace(X_train=X))
+
+
+# --- exact_recovery can come out False: one bit wrong anywhere in the state -------------------
+
+def reversed_after(case, corrupt):
+    """exact_recovery of a reversal whose state after Algorithm 1 was corrupted by corrupt(W, V,
+    buf) (in place), and the same without corruption as the control."""
+    from revlearn import sgd
+    from revlearn.threads import SERIAL
+    be = sgd.get_backend("numpy")
+    W, V, buf, _ = sgd._train_exact(case, be, SERIAL)
+    corrupt(W, V, buf)
+    traj = sgd._Reversal(be, SERIAL, W, V, buf)
+    dw = sgd.Passes(case, be, SERIAL).grad(be.from_fixed(W), case.X_valid, case.y_valid)[1]
+    sgd._reverse(case, be, SERIAL, traj, dw)
+    return traj.recovered(case)
+
+
+@pytest.mark.parametrize("where", ["stack word", "lane state", "V entry", "W entry"])
+def test_exact_recovery_is_false_when_one_bit_of_the_state_is_wrong(where):
+    case = revlearn.make_case(small_spec(n_iters=200))  # long enough for words on the stack
+
+    def corrupt(W, V, buf):
+        if where == "stack word":
+            assert buf.top[0] > 0
+            buf.stack[0, buf.top[0] // 2] ^= 1
+        elif where == "lane state":
+            buf.x[7] ^= 1 << 3
+        elif where == "V entry":
+            V[11] ^= 1
+        else:
+            W[5] ^= 1
+
+    assert reversed_after(case, lambda W, V, buf: None) is True
+    assert reversed_after(case, corrupt) is False

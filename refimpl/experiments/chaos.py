@@ -17,10 +17,11 @@ point (the paper's "same random seed every time").
 
 import numpy as np
 
-from ..case import Case, sample_batches
+from ..case import Case
 from ..errors import TrainingError
 from ..mlp import Layout
 from ..sgd import hypergradient
+from ..spec import sample_batches
 from . import common, plotting
 
 DESCRIPTION = "validation loss and its hypergradient against log step size (paper Fig. 10)"

@@ -12,8 +12,9 @@ with --paper the paper's gradient descent.
 import numpy as np
 
 from .. import meta
-from ..case import Case, sample_batches
+from ..case import Case
 from ..mlp import Layout
+from ..spec import sample_batches
 from . import common, plotting, runner
 
 DESCRIPTION = "learn one L2 penalty per weight of a logistic regression (paper Fig. 6)"

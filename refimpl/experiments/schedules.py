@@ -18,8 +18,9 @@ see "Reproducing the paper" in the README.)
 import numpy as np
 
 from .. import meta
-from ..case import Case, sample_batches
+from ..case import Case
 from ..mlp import Layout
+from ..spec import sample_batches
 from . import common, plotting, runner
 
 DESCRIPTION = "learn step-size and momentum schedules and init scales (paper Figs. 2, 3, 5)"
