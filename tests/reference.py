@@ -11,6 +11,15 @@ float64 and differentiates f(w_T) with the HIPS autograd library (pure Python an
     w_{t+1} = w_t + alpha_t v_{t+1}
     f       = ell(w_T; X_valid, y_valid)
 
+or, for a case whose optimizer is "adam" (m_0 = s_0 = 0, products over the steps so far):
+
+    m_{t+1} = beta1_t m_t + (1 - beta1_t) g_t,   s_{t+1} = beta2_t s_t + (1 - beta2_t) g_t g_t
+    c1_t    = 1 - prod_{k <= t} beta1_k,         c2_t = 1 - prod_{k <= t} beta2_k
+    w_{t+1} = w_t - alpha_t (m_{t+1} / c1_t) / (sqrt(s_{t+1} / c2_t) + epsilon)
+
+with the derivative of sqrt taken as 0 where s = 0 (the README's convention; autograd's own
+sqrt would give 0 * inf there).
+
 with ell the mean softmax cross-entropy of the MLP (natural log), the flat vector w laid out as
 W1 (D x H1, row-major), b1, W2, b2, ..., group g = 2(l-1) for W_l and 2(l-1)+1 for b_l, and lam,
 alpha_t, gamma_t per group expanded over their groups (lam given per weight is used as it is).
@@ -22,8 +31,10 @@ from autograd import grad, value_and_grad
 
 INPUT_KEYS = ("layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid", "batches",
               "eps", "alpha", "gamma", "init_scale", "l2")
-HYPER = ("alpha", "gamma", "init_scale", "l2", "shift")
-"""The differentiated inputs, in order; d_X_train is added when asked for."""
+ADAM_INPUT_KEYS = tuple(k for k in INPUT_KEYS if k != "gamma") + ("beta1", "beta2", "epsilon")
+HYPER = {"momentum": ("alpha", "gamma", "init_scale", "l2", "shift"),
+         "adam": ("alpha", "beta1", "beta2", "epsilon", "init_scale", "l2", "shift")}
+"""The differentiated inputs of each optimizer, in order; d_X_train is added when asked for."""
 
 
 def group_sizes(layer_sizes):
@@ -69,37 +80,65 @@ def data_loss(w, X, y, layer_sizes, activation):
     return anp.mean(log_norm - z[np.arange(len(y)), y])
 
 
-def final_weights(hyper, X_train, c):
-    """w_T of Algorithm 1 in float64 from the hyperparameters (alpha, gamma, init_scale, l2,
-    shift) and the training inputs, every other input from the case arrays c."""
-    alpha, gamma, init_scale, l2, shift = hyper
+def gradients(X_train, lam, c):
+    """g_t = grad L_t as a function of w, for t = 0 .. T-1."""
     sizes, activation = c["layer_sizes"], c["activation"]
-    group = np.repeat(np.arange(2 * (len(sizes) - 1)), group_sizes(sizes))
-    P = len(group)
-    lam = l2 if l2.shape == (P,) else l2[group]
-    w = init_scale[group] * c["eps"] + shift
-    v = anp.zeros(P)
-    for t, rows in enumerate(c["batches"]):
+    for rows in c["batches"]:
         X, y = X_train[rows], c["y_train"][rows]
 
         def L_t(w, X=X, y=y):
             return data_loss(w, X, y, sizes, activation) + 0.5 * anp.sum(lam * w * w)
 
+        yield grad(L_t)
+
+
+def sqrt0(x):
+    """sqrt(x) for x >= 0 with derivative 0 at x = 0."""
+    positive = x > 0
+    return anp.where(positive, anp.sqrt(anp.where(positive, x, 1.0)), 0.0)
+
+
+def final_weights(hyper, X_train, c):
+    """w_T of Algorithm 1 in float64 from the hyperparameters (HYPER[optimizer], shift last) and
+    the training inputs, every other input from the case arrays c."""
+    *own, init_scale, l2, shift = hyper
+    sizes = c["layer_sizes"]
+    group = np.repeat(np.arange(2 * (len(sizes) - 1)), group_sizes(sizes))
+    P = len(group)
+    lam = l2 if l2.shape == (P,) else l2[group]
+    w = init_scale[group] * c["eps"] + shift
+    if c["optimizer"] == "adam":
+        alpha, beta1, beta2, epsilon = own
+        m, s, P1, P2 = anp.zeros(P), anp.zeros(P), 1.0, 1.0
+        for t, g_t in enumerate(gradients(X_train, lam, c)):
+            b1, b2, g = beta1[t][group], beta2[t][group], g_t(w)
+            m = b1 * m + (1.0 - b1) * g
+            s = b2 * s + (1.0 - b2) * g * g
+            P1, P2 = P1 * beta1[t], P2 * beta2[t]
+            c1, c2 = (1.0 - P1)[group], (1.0 - P2)[group]
+            w = w - alpha[t][group] * (m / c1) / (sqrt0(s / c2) + epsilon[group])
+        return w
+    alpha, gamma = own
+    v = anp.zeros(P)
+    for t, g_t in enumerate(gradients(X_train, lam, c)):
         gamma_t, alpha_t = gamma[t][group], alpha[t][group]
-        v = gamma_t * v - (1.0 - gamma_t) * grad(L_t)(w)
+        v = gamma_t * v - (1.0 - gamma_t) * g_t(w)
         w = w + alpha_t * v
     return w
 
 
 def answers(c, grad_train_inputs=False):
-    """The case file's output keys (w_final, valid_loss, d_alpha, d_gamma, d_init_scale, d_l2,
-    d_w0 and, when asked, d_X_train) for the inputs c, a mapping holding INPUT_KEYS."""
-    c = {k: np.asarray(c[k]) for k in INPUT_KEYS}
+    """The case file's output keys (w_final, valid_loss, the hypergradients d_alpha, d_gamma or
+    d_beta1, d_beta2, d_epsilon, d_init_scale, d_l2, d_w0 and, when asked, d_X_train) for the
+    inputs c, a mapping holding INPUT_KEYS (ADAM_INPUT_KEYS and optimizer "adam" for Adam)."""
+    optimizer = str(c["optimizer"]) if "optimizer" in c else "momentum"
+    c = {k: np.asarray(c[k]) for k in (ADAM_INPUT_KEYS if optimizer == "adam" else INPUT_KEYS)}
     c["layer_sizes"] = [int(n) for n in c["layer_sizes"]]
-    c["activation"] = str(c["activation"])
+    c["activation"], c["optimizer"] = str(c["activation"]), optimizer
     if c["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation {c['activation']!r} is not one of {sorted(ACTIVATIONS)}")
-    hyper = tuple(np.array(c[k], dtype=np.float64) for k in HYPER[:-1]) + (np.zeros(len(c["eps"])),)
+    names = HYPER[optimizer]
+    hyper = tuple(np.array(c[k], dtype=np.float64) for k in names[:-1]) + (np.zeros(len(c["eps"])),)
     X_train, X_valid, y_valid = c["X_train"], c["X_valid"], c["y_valid"]
 
     def f(args):
@@ -109,7 +148,7 @@ def answers(c, grad_train_inputs=False):
 
     loss, d = value_and_grad(f)((hyper, X_train) if grad_train_inputs else hyper)
     d_hyper, d_X = d if grad_train_inputs else (d, None)
-    out = {"d_" + k: np.asarray(x) for k, x in zip(HYPER, d_hyper, strict=True)}
+    out = {"d_" + k: np.asarray(x) for k, x in zip(names, d_hyper, strict=True)}
     out["d_w0"] = out.pop("d_shift")
     if grad_train_inputs:
         out["d_X_train"] = np.asarray(d_X)
