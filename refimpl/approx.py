@@ -312,12 +312,15 @@ def ift_series(case: Case, Ks, backend: str = "auto", threads: int | None = None
         p = eta * _valid_grad(eng, w_T)[1]  # p_0 = eta grad f(w_T);  q_1 = p_0
         q, terms = p.copy(), 1
         for K in Ks:
-            while terms < K:  # p_j = p_{j-1} - eta H p_{j-1};  q_{j+1} = q_j + p_j
-                p = p - eta * (_hvp_all(eng, w_T, p)[0] + case.lam * p)
-                q += p
-                terms += 1
-            d_X = -_hvp_all(eng, w_T, q, input_grad=True)[1] if case.grad_train_inputs else None
-            yield K, Hypergrads(None, None, None, _per_shape(case, -q * w_T), None, d_X)
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging series is an answer
+                while terms < K:  # p_j = p_{j-1} - eta H p_{j-1};  q_{j+1} = q_j + p_j
+                    p = p - eta * (_hvp_all(eng, w_T, p)[0] + case.lam * p)
+                    q += p
+                    terms += 1
+                d_lam = _per_shape(case, -q * w_T)
+                d_X = (-_hvp_all(eng, w_T, q, input_grad=True)[1] if case.grad_train_inputs
+                       else None)
+            yield K, Hypergrads(None, None, None, d_lam, None, d_X)
 
 
 def _hvp_all(eng, w, u, input_grad=False):

@@ -231,6 +231,17 @@ def test_ift_equals_the_exact_hypergradient_once_training_has_converged():
     assert relative(approx.ift(short, 400).d_l2, revlearn.hypergradient(short).d_l2) > 1e-5
 
 
+def test_a_diverging_neumann_series_is_an_answer_not_an_error():
+    # eta h > 2 for the largest eigenvalue h of H: the terms grow by |1 - eta h| ~ 22 each, and
+    # the audit reports what is not finite as null
+    from revlearn import audit
+    case = quadratic_case(3, alpha=50.0)
+    assert np.all(np.isfinite(approx.ift(case, 10).d_l2))
+    diverged = approx.ift(case, 400).d_l2
+    assert not np.all(np.isfinite(diverged))
+    assert audit.compare(diverged, np.ones_like(diverged))[:2] == (None, None)
+
+
 # --- greedy --------------------------------------------------------------------------------
 
 def test_greedys_last_step_is_exact(solved):
