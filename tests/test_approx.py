@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import approx, check_grad, mlp
+from revlearn import approx, audit, check_grad, mlp
 from revlearn.gradcheck import directional_derivative
 
 from conftest import needs_numba, small_spec
@@ -234,7 +234,6 @@ def test_ift_equals_the_exact_hypergradient_once_training_has_converged():
 def test_a_diverging_neumann_series_is_an_answer_not_an_error():
     # eta h > 2 for the largest eigenvalue h of H: the terms grow by |1 - eta h| ~ 22 each, and
     # the audit reports what is not finite as null
-    from revlearn import audit
     case = quadratic_case(3, alpha=50.0)
     assert np.all(np.isfinite(approx.ift(case, 10).d_l2))
     diverged = approx.ift(case, 400).d_l2
