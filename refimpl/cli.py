@@ -1,4 +1,5 @@
-"""The `revlearn` command: oracle case files and the check of another implementation's answers.
+"""The `revlearn` command: oracle case files, the check of another implementation's answers, and
+the audit of approximate hypergradients against the exact one.
 
 Exit codes: 0 ok, 1 mismatch (check), 2 bad input (with a one-line reason on stderr), 130
 interrupted.
