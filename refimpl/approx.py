@@ -98,10 +98,8 @@ def check_direction(case: Case, given) -> Direction:
     if unknown:
         raise InputError(f"unknown direction key(s) {', '.join(map(repr, unknown))}; the keys "
                          f"are {', '.join(KINDS)}")
-    shapes = dict(alpha=case.alpha.shape, gamma=case.gamma.shape,
-                  init_scale=case.init_scale.shape, l2=case.l2.shape, w0=(case.P,))
     out = {}
-    for kind, shape in shapes.items():
+    for kind, shape in _shapes(case).items():
         try:
             a = np.asarray(given.get(kind, np.zeros(shape)), dtype=np.float64)
         except (TypeError, ValueError):
@@ -117,16 +115,20 @@ def check_direction(case: Case, given) -> Direction:
 
 def random_direction(case: Case, rng: np.random.Generator, kinds=KINDS) -> dict:
     """A direction with standard normal entries in `kinds` (the others 0)."""
-    shapes = dict(alpha=case.alpha.shape, gamma=case.gamma.shape,
-                  init_scale=case.init_scale.shape, l2=case.l2.shape, w0=(case.P,))
+    shapes = _shapes(case)
     return {k: rng.standard_normal(shapes[k]) for k in kinds}
 
 
-def directional(grads, given: Direction) -> float:
-    """sum over the kinds of d_kind . direction[kind]: a gradient's (a `Result`'s or a
-    `Hypergrads`') derivative along a direction, summed in the order of KINDS."""
-    d = given
-    return float(sum(float(np.sum(getattr(grads, f"d_{k}") * getattr(d, k))) for k in KINDS))
+def directional(grads, direction: Direction) -> float:
+    """sum over the kinds of d_kind . direction.kind: a gradient's (a `Result`'s or a
+    `Hypergrads`') derivative along a checked direction, summed in the order of KINDS."""
+    return float(sum(float(np.sum(getattr(grads, f"d_{k}") * getattr(direction, k)))
+                     for k in KINDS))
+
+
+def _shapes(case):
+    return dict(alpha=case.alpha.shape, gamma=case.gamma.shape, init_scale=case.init_scale.shape,
+                l2=case.l2.shape, w0=(case.P,))
 
 
 # --- Algorithm 1 in float64, and forward mode ----------------------------------------------
