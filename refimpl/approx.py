@@ -226,7 +226,7 @@ def _reverse(eng, dw, state, stop):
         w, v = state(t)
         alpha, gamma = _hyper(case, t)
         d_alpha[t] = lanes.dots(adj.dw, v_next, offsets)
-        u, = lanes.adjoint_before(adj, alpha, gamma)
+        u = lanes.adjoint_before(adj, alpha, gamma)[0]
         with np.errstate(over="ignore", invalid="ignore"):
             passes.batch_grad_hvp(t, w, u, dX_u)
             g, _ = lanes.penalized(passes.G, case.lam, w)
