@@ -223,46 +223,51 @@ def write(out, doc):
 
 
 def plot(rows, plt, path):
-    """The figure: cosine against K at the longest horizon (top row) and against the horizon T
-    (bottom row), one column per hyperparameter kind."""
+    """The figure, one column per hyperparameter kind: cosine with the exact hypergradient
+    against K (top row; one line per horizon T, K-free methods as horizontal lines) and against T
+    (bottom row; the K-free methods, and the others at each K below the shortest horizon)."""
     hypers = [h for h in dict.fromkeys(r["hyper"] for r in rows) if h != "all"]
     horizons = sorted({r["T"] for r in rows})
-    longest, colors = horizons[-1], dict(truncated="C0", ift="C1", drmad="C2", greedy="C3")
-    fig, axes = plt.subplots(2, len(hypers), figsize=(3 * len(hypers), 5.5), squeeze=False)
+    colors = dict(truncated="C0", ift="C1", drmad="C2", greedy="C3")
+    T_style = dict(zip(horizons[::-1], ("-", "--", ":", "-."), strict=False))
     fixed_K = sorted({r["K"] for r in rows if r["K"] is not None and r["K"] < horizons[0]})
+    K_marker = dict(zip(fixed_K, "osD^v<>", strict=False))
+    fig, axes = plt.subplots(2, len(hypers), figsize=(3 * len(hypers), 5.5), squeeze=False)
     for col, hyper in enumerate(hypers):
         top, bottom = axes[0, col], axes[1, col]
         mine = [r for r in rows if r["hyper"] == hyper and r["method"] in colors]
         for method, color in colors.items():
-            pts = [r for r in mine if r["method"] == method and r["T"] == longest]
-            if pts and pts[0]["K"] is not None:
-                top.plot([r["K"] for r in pts], [_nan(r["cosine"]) for r in pts], "o-",
-                         color=color, label=method)
-            elif pts:
-                top.axhline(_nan(pts[0]["cosine"]), color=color, ls="--", label=method)
-            for K, ls in zip([None] if method in ("drmad", "greedy") else fixed_K,
-                             ("-", "--", ":", "-."), strict=False):
+            for T, ls in T_style.items():
+                pts = [r for r in mine if r["method"] == method and r["T"] == T]
+                label = f"{method}, T = {T}"
+                if pts and pts[0]["K"] is not None:
+                    top.plot([r["K"] for r in pts], [_nan(r["cosine"]) for r in pts], "o" + ls,
+                             color=color, label=label)
+                elif pts:
+                    top.axhline(_nan(pts[0]["cosine"]), color=color, ls=ls, label=label)
+            for K in [None] if method in ("drmad", "greedy") else fixed_K:
                 line = [r for r in mine if r["method"] == method and r["K"] == K]
                 if line:
                     bottom.plot([r["T"] for r in line], [_nan(r["cosine"]) for r in line],
-                                "o" + ls, color=color,
-                                label=method + ("" if K is None else f" K={K}"))
-        _log_ticks(top, k_grid(fixed_K, longest))
+                                K_marker.get(K, "o") + "-", color=color,
+                                label=method + ("" if K is None else f", K = {K}"))
+        _log_ticks(top, sorted({r["K"] for r in rows if r["K"] is not None}))
         _log_ticks(bottom, horizons)
         top.set_title(hyper)
-        top.set_xlabel(f"K (T = {longest})")
+        top.set_xlabel("K")
         bottom.set_xlabel("horizon T")
-        for ax in (top, bottom):  # from 0.9 or lower, down to -1 at most
-            ax.set_ylim(max(min(ax.get_ylim()[0], 0.9), -1.05), 1.02)
-    axes[0, 0].set_ylabel("cosine with the exact")
-    axes[1, 0].set_ylabel("cosine with the exact")
-    labelled = {}
-    for ax in axes.ravel():
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            labelled.setdefault(label, handle)
+        for ax in (top, bottom):  # from below 0.9 or the lowest point, down to -1 at most
+            ax.set_ylim(max(min(ax.get_ylim()[0], 0.9) - 0.05, -1.05), 1.05)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("cosine with the exact")
     fig.tight_layout()
-    fig.legend(labelled.values(), labelled.keys(), loc="upper center", ncol=len(labelled),
-               frameon=False, fontsize=8, bbox_to_anchor=(0.5, 1.06))
+    for row in axes:  # each row's lines, once, right of its last panel
+        labelled = {}
+        for ax in row:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                labelled.setdefault(label, handle)
+        row[-1].legend(labelled.values(), labelled.keys(), frameon=False, fontsize=7,
+                       loc="center left", bbox_to_anchor=(1.02, 0.5))
     return plotting.save(plt, fig, path)
 
 
