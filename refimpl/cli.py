@@ -156,7 +156,8 @@ def _conformance(args):
               file=sys.stderr)
     elif pins.how == "bits":
         print(f"every answer is the pinned suite version {conformance.SUITE_VERSION}'s, bit for "
-              "bit (sha256)")
+              "bit (sha256)" + ("" if pins.why is None else ", although this machine's matrix "
+                                f"products may round differently ({pins.why})"))
     else:
         print(f"every answer is within {conformance.FALLBACK_RTOL:g} of the pinned suite version "
               f"{conformance.SUITE_VERSION}'s; not bit for bit, as this machine's matrix products "

@@ -40,14 +40,17 @@ def main():
     if conformance.PINS.exists():
         old = conformance.load_pins()
         diffs = changed(old, new)
-        if old["suite_version"] == new["suite_version"] and diffs:
+        if old["suite_version"] == new["suite_version"] and not diffs:
+            print(f"unchanged: {conformance.PINS} already pins these answers")
+            return
+        if old["suite_version"] == new["suite_version"]:
             shown = ", ".join(f"{n} {k}" for n, k in diffs[:6])
+            other = conformance.same_products(old["products"], new["products"])
             sys.exit(f"the answers of suite version {old['suite_version']} changed ({shown}"
                      f"{' ...' if len(diffs) > 6 else ''}); raise SUITE_VERSION in "
-                     "refimpl/conformance.py and say why in docs/conformance.md")
-        if conformance.same_products(old["products"], new["products"]) and not diffs:
-            print("unchanged")
-            return
+                     "refimpl/conformance.py and say why in docs/conformance.md"
+                     + ("" if other is None else f" (this machine's matrix products also differ "
+                        f"from the pins': {other}; pin where they do not)"))
     text = json.dumps(new, indent=1)
     text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m[1].split()) + "]", text)
     conformance.PINS.write_text(text + "\n")
