@@ -43,6 +43,7 @@ from .spec import make_case
 SUITE_VERSION = 1
 PINS = Path(__file__).with_name("conformance_pins.json")
 INDEX = "index.json"
+MAX_INDEX_BYTES = 64 << 20  # an index of a few cases is kilobytes
 FALLBACK_RTOL = 1e-9  # answers against the pinned values where the products' last bits differ
 BUFFER_SLACK_BITS = 32 * 8  # buffer_bits there: the stacks' peaks may move by a few words
 
@@ -361,6 +362,9 @@ def read_index(folder):
     if not path.is_file():
         raise InputError(f"{folder} holds no {INDEX}; give a folder written by `revlearn "
                          "conformance DIR`")
+    if path.stat().st_size > MAX_INDEX_BYTES:
+        raise InputError(f"{path} is {path.stat().st_size} bytes, too large for the index of a "
+                         "conformance suite")
     try:
         index = json.loads(path.read_bytes().decode("utf-8"))
         names = [c["name"] for c in index["cases"]]

@@ -100,8 +100,8 @@ def describe_steps(steps):
 # --- comparing ---------------------------------------------------------------------------------
 
 class StepErrors(NamedTuple):
-    """One trace compared step by step: for each traced step, whether every entry passes, the
-    entry whose error is the largest multiple of its tolerance, and the tolerance per entry."""
+    """One trace compared step by step: for each traced step (row), whether every entry passes;
+    and for every entry, its error |theirs - ref| and its tolerance."""
 
     ok: np.ndarray
     err: np.ndarray
@@ -149,7 +149,7 @@ def first_divergence(steps, layout, theirs, ref, rtol, atol=None):
 def _where(layout, theirs, ref, err, tol):
     """Which groups are out of tolerance, and the entry furthest out: its name and how far."""
     out = err > tol
-    groups = sorted({layout.group_of(i) for i in np.flatnonzero(out)})
+    groups = np.unique(np.searchsorted(layout.offsets, np.flatnonzero(out), side="right") - 1)
     i = int(np.argmax(np.where(out, err / np.maximum(tol, np.finfo(float).tiny), -1.0)))
     rel = f"relative {err[i] / abs(ref[i]):.1e}, " if ref[i] != 0 else ""
     names = ", ".join(layout.describe_group(g) for g in groups[:6])

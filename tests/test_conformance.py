@@ -310,12 +310,14 @@ def test_absent_cases_are_listed_and_not_counted(capsys, suite, tmp_path):
     ("no index", r"holds no index\.json; give a folder written by `revlearn conformance DIR`"),
     ("bad index", r"index\.json is not the index of a conformance suite"),
     ("path in index", r"index\.json names cases that are not plain file names"),
+    ("huge index", r"index\.json is \d+ bytes, too large for the index of a conformance suite"),
     ("NaN answer", r"theirs/schedules\.npz: d_gamma has NaN or infinite entries"),
     ("case folder, theirs file", r"is a folder but .* is not; give two case files, or a suite"),
 ])
-def test_a_folder_that_cannot_be_checked_exits_2_with_one_line(capsys, suite, tmp_path, kind,
-                                                               reason):
+def test_a_folder_that_cannot_be_checked_exits_2_with_one_line(capsys, suite, tmp_path,
+                                                               monkeypatch, kind, reason):
     folder, theirs = small_suite(suite, tmp_path)
+    monkeypatch.setattr(conformance, "MAX_INDEX_BYTES", 100 if kind == "huge index" else 1 << 20)
     args = [folder, theirs]
     if kind == "stray":
         shutil.copy(theirs / "one_step.npz", theirs / "one_stp.npz")
@@ -330,6 +332,8 @@ def test_a_folder_that_cannot_be_checked_exits_2_with_one_line(capsys, suite, tm
         (folder / "index.json").write_text('{"cases": 3}')
     elif kind == "path in index":
         (folder / "index.json").write_text('{"suite_version": 1, "cases": [{"name": "../x"}]}')
+    elif kind == "huge index":
+        pass  # MAX_INDEX_BYTES is 100 here
     elif kind == "NaN answer":
         with np.load(theirs / "schedules.npz") as f:
             a = {k: f[k] for k in f.files}
