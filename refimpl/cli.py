@@ -1,5 +1,5 @@
-"""The `revlearn` command: oracle case files, the conformance suite, and the check of another
-implementation's answers.
+"""The `revlearn` command: oracle case files, the conformance suite, the check of another
+implementation's answers, and the audit of approximate hypergradients against the exact one.
 
 Exit codes: 0 ok, 1 mismatch (check), 2 bad input (with a one-line reason on stderr), 130
 interrupted.
@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import conformance, oracle, sgd, trace
+from . import audit, conformance, oracle, sgd, trace
 from .errors import InputError, TrainingError
+from .experiments import plotting
 from .experiments.cli import add_parser as add_run_parser
 from .experiments.cli import threads_flag
 from .memory import describe_bytes, physical_memory
@@ -117,6 +118,66 @@ def _check_trace_fits(spec, every):
                          f"{describe_bytes(run)} that is more than this machine's "
                          f"{describe_bytes(have)}; trace fewer steps, e.g. --trace-every "
                          f"{-(-T // max(rows - 1, 1))}")
+
+
+def _int_list(flag, text, maximum):
+    """A flag's comma-separated positive integers, each at most `maximum`."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 or v > maximum for v in values):
+        raise InputError(f"{flag} {text!r}: give positive integers (at most {maximum:,}) separated "
+                         "by commas, such as 1,10,100")
+    return sorted(set(values))
+
+
+def _int_at_least(flag, text, least):
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise InputError(f"{flag} {text!r}: give an integer >= {least}")
+    return value
+
+
+def _audit(args):
+    spec = read_spec(args.spec)
+    Ks = _int_list("--K", args.K, audit.MAX_K)
+    horizons = _int_list("--horizons", args.horizons, audit.MAX_K) if args.horizons else None
+    seed = _int_at_least("--seed", args.seed, 0)
+    repeats = _int_at_least("--repeats", args.repeats, 1)
+    threads = threads_flag(args.threads)
+    backend = sgd.get_backend(args.backend).name
+    audit.check_out(args.out)
+    cases = [make_case(spec)] if horizons is None else [make_case({**spec, "n_iters": T})
+                                                        for T in horizons]
+    for case in cases:
+        audit.check_fits(case)
+    start, rows = time.perf_counter(), []
+    for case in cases:
+        rows += audit.audit(case, Ks, seed, backend, threads, repeats, say=print)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create --out {out}: {e.strerror}") from None
+    audit.write(out, audit.document(complete_spec(spec), [c.T for c in cases], Ks, seed,
+                                    backend, threads, repeats, rows,
+                                    time.perf_counter() - start))
+    files = [str(out / audit.FILE)]
+    plt = plotting.pyplot()
+    if plt is not None:
+        files.append(audit.plot(rows, plt, out / audit.FIGURE))
+    print()
+    print(audit.format_table(rows))
+    print()
+    print("Files:\n" + "\n".join(f"  {f}" for f in files))
+    if plt is None:
+        print("matplotlib is not installed, so only audit.json was written; "
+              "`pip install 'revlearn[plot]'` for the figure")
+    return 0
 
 
 def _check(args):
@@ -225,6 +286,32 @@ def build_parser():
     p.add_argument("--rtol", type=float, default=oracle.RTOL)
     p.add_argument("--atol", type=float, default=None)
     p.set_defaults(func=_check)
+
+    p = sub.add_parser("audit", help="how far approximate hypergradients are from the exact one",
+                       description="Compute the exact hypergradient of the case a spec describes "
+                       "and every approximation (forward mode along random directions, truncated "
+                       "reverse mode and the implicit function theorem with K terms, DrMAD, "
+                       "greedy one-step), and compare each hyperparameter kind with the exact "
+                       "answer: cosine, relative error, sign agreement, seconds, peak memory. "
+                       "Writes DIR/audit.json and, with matplotlib, DIR/audit.png.")
+    p.add_argument("spec", metavar="SPEC.json", help="the spec (JSON object)")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="a new or empty folder for audit.json and audit.png")
+    p.add_argument("--K", default="1,10,100", metavar="K1,K2,...",
+                   help="the K of truncated and ift (default 1,10,100); those below T are used, "
+                   "and T itself")
+    p.add_argument("--horizons", metavar="T1,T2,...",
+                   help="audit the spec at each of these n_iters (default: the spec's)")
+    p.add_argument("--seed", default="0", help="seed of forward mode's random directions "
+                   "(default 0)")
+    p.add_argument("--repeats", default="1", metavar="N",
+                   help="time each call N times and report the median (default 1)")
+    p.add_argument("--backend", choices=sgd.BACKENDS, default="auto",
+                   help="auto (default: numba when installed), numpy or numba: the same bits")
+    p.add_argument("--threads", metavar="N",
+                   help=f"threads to use (default: every core this process may use, "
+                   f"{available_cores()} here): the same bits for every N")
+    p.set_defaults(func=_audit)
 
     add_run_parser(sub)
     return parser
