@@ -33,6 +33,7 @@ optimizer's state for every step, and reads them back. Both share the reverse lo
 """
 
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -455,7 +456,8 @@ class _AdamStored(_AdamReverse):
 
 
 def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
-                  threads: int | None = None) -> Result:
+                  threads: int | None = None,
+                  trace: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Result:
     """The gradient of f(w_T) = ell(w_T; X_valid, y_valid) with respect to every hyperparameter.
 
     Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma (momentum) or d_beta1, d_beta2,
@@ -463,7 +465,10 @@ def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
     exact_recovery, buffer_bits, train_losses.
     backend: "auto" (numba when installed), "numpy" or "numba"; threads: how many threads share
     the work (None: every core this process may use). Every backend and thread count gives the
-    same bits.
+    same bits. trace: None, or a callable trace(t, w_t, dw_t) that Algorithm 2 calls at
+    t = T, T-1, ..., 0 with w_t and dw_t = df/dw_t, the gradient of f(w_T) when training restarts
+    from (w_t, v_t) (Adam: from (w_t, m_t, s_t); grad f(w_T) at T, d_w0 at 0); both arrays
+    change after the call, so it copies what it keeps (`revlearn.trace.Recorder`).
     """
     require_case(case, "revlearn.hypergradient")
     if method not in METHODS:
@@ -483,14 +488,17 @@ def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
             traj = (_AdamStored if is_adam else _Stored)(kept)
             bits = 64 * kept.size
         valid_loss, dw = Passes(case, be, workers).grad(w_T, case.X_valid, case.y_valid)
-        grads = _reverse(case, be, workers, traj, dw)
+        if trace is not None:
+            trace(case.T, w_T, dw)
+        grads = _reverse(case, be, workers, traj, dw, trace)
     recovered = traj.recovered(case) if method == "reversible" else None
     return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=recovered,
                   buffer_bits=int(bits), train_losses=losses, **grads)
 
 
-def _reverse(case, be, workers, traj, dw):
-    """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields."""
+def _reverse(case, be, workers, traj, dw, trace=None):
+    """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields; trace(t,
+    w_t, df/dw_t) after each step t, if given."""
     traj.start(case, dw)
     d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
     passes = Passes(case, be, workers)
@@ -503,6 +511,8 @@ def _reverse(case, be, workers, traj, dw):
             traj.after(t, passes, w, u)
         if d_X is not None:
             traj.dX_update.at(d_X, case.batches[t], dX_u)
+        if trace is not None:
+            trace(t, w, traj.adj.dw)  # dw is now df/dw_t, v_t (or m_t, s_t) held fixed
     dw, d_lam, lay = traj.adj.dw, traj.adj.d_lam, case.layout
     return dict(traj.outputs(), d_init_scale=lanes.dots(dw, case.eps, lay.offsets),
                 d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw,

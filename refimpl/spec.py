@@ -72,7 +72,14 @@ def complete_spec(spec):
     if L < 1:
         raise InputError(f"layer_sizes {full['layer_sizes']} needs at least an input and an "
                          "output size")
+    if full["optimizer"] == "momentum":  # completed as before Adam: the same spec in case files
+        del full["optimizer"]
     return full
+
+
+def optimizer_of(spec):
+    """The optimizer a (completed) spec trains with: "momentum" unless it says "adam"."""
+    return spec.get("optimizer", "momentum")
 
 
 def _fields_of(spec):
@@ -170,8 +177,8 @@ def make_case(spec: Mapping[str, Any]) -> Case:
         X_train=X_train, y_train=y_train, X_valid=X_valid, y_valid=y_valid,
         batches=sample_batches(len(X_train), T, B, batch_rng),
         eps=eps_rng.standard_normal(P),
-        alpha=_broadcast("alpha", spec["alpha"], (T, G)), optimizer=spec["optimizer"],
-        **{k: _broadcast(k, spec[k], own[k]) for k in OPTIMIZER_KEYS[spec["optimizer"]]},
+        alpha=_broadcast("alpha", spec["alpha"], (T, G)), optimizer=optimizer_of(spec),
+        **{k: _broadcast(k, spec[k], own[k]) for k in OPTIMIZER_KEYS[optimizer_of(spec)]},
         init_scale=_broadcast("init_scale", spec["init_scale"], (G,)),
         l2=_broadcast("l2", spec["l2"], l2_shape),
         grad_train_inputs=spec["grad_train_inputs"], spec=spec)
@@ -184,7 +191,7 @@ def memory_needed(spec):
     T, B, G = spec["n_iters"], spec["batch_size"], 2 * (len(sizes) - 1)
     P = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
     N, M, data_bytes = _data_needed(spec, sizes)
-    adam = spec["optimizer"] == "adam"
+    adam = optimizer_of(spec) == "adam"
     decays = (spec["beta1"], spec["beta2"]) if adam else (spec["gamma"],)
     parts = {
         "data": data_bytes,

@@ -23,11 +23,18 @@ sqrt would give 0 * inf there).
 with ell the mean softmax cross-entropy of the MLP (natural log), the flat vector w laid out as
 W1 (D x H1, row-major), b1, W2, b2, ..., group g = 2(l-1) for W_l and 2(l-1)+1 for b_l, and lam,
 alpha_t, gamma_t per group expanded over their groups (lam given per weight is used as it is).
+
+Traces (the README's trace keys): w_trace holds w_t at the traced steps, and dw_trace df/dw_t,
+the gradient of f with respect to w_t when training restarts from (w_t, v_t) (Adam: (w_t, m_t,
+s_t)). Each w_t passes through `tap`, the identity, whose backward pass keeps the cotangent it
+receives: the sum over every later use of w_t, which is df/dw_t with v_t (m_t, s_t) left alone.
+A `step` of one's own (a wrong one, say) replaces `momentum_step` or `adam_step`.
 """
 
 import autograd.numpy as anp
 import numpy as np
 from autograd import grad, value_and_grad
+from autograd.extend import defvjp, primitive
 
 INPUT_KEYS = ("layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid", "batches",
               "eps", "alpha", "gamma", "init_scale", "l2")
@@ -80,16 +87,18 @@ def data_loss(w, X, y, layer_sizes, activation):
     return anp.mean(log_norm - z[np.arange(len(y)), y])
 
 
-def gradients(X_train, lam, c):
-    """g_t = grad L_t as a function of w, for t = 0 .. T-1."""
-    sizes, activation = c["layer_sizes"], c["activation"]
-    for rows in c["batches"]:
-        X, y = X_train[rows], c["y_train"][rows]
+@primitive
+def tap(w, t, kept):
+    """w itself; the backward pass stores the cotangent of w in kept[t]."""
+    return w
 
-        def L_t(w, X=X, y=y):
-            return data_loss(w, X, y, sizes, activation) + 0.5 * anp.sum(lam * w * w)
 
-        yield grad(L_t)
+def _keep(g, t, kept):
+    kept[t] = g
+    return g
+
+
+defvjp(tap, lambda ans, w, t, kept: lambda g: _keep(g, t, kept))
 
 
 def sqrt0(x):
@@ -98,39 +107,73 @@ def sqrt0(x):
     return anp.where(positive, anp.sqrt(anp.where(positive, x, 1.0)), 0.0)
 
 
-def final_weights(hyper, X_train, c):
+def momentum_step(t, w, v, L_t, alpha_t, gamma_t):
+    """Step t of Algorithm 1: (w_{t+1}, v_{t+1}) from (w_t, v_t)."""
+    v = gamma_t * v - (1.0 - gamma_t) * grad(L_t)(w)
+    return w + alpha_t * v, v
+
+
+def adam_step(t, w, state, L_t, alpha_t, decays_t):
+    """Step t of Algorithm 1 with Adam: (w_{t+1}, state_{t+1}) from (w_t, state_t), state =
+    (m, s, P1, P2) with P1 = prod_{k < t} beta1_k per entry (likewise P2), decays_t = (beta1_t,
+    beta2_t, epsilon) per entry."""
+    m, s, P1, P2 = state
+    beta1_t, beta2_t, epsilon = decays_t
+    g = grad(L_t)(w)
+    m = beta1_t * m + (1.0 - beta1_t) * g
+    s = beta2_t * s + (1.0 - beta2_t) * g * g
+    P1, P2 = P1 * beta1_t, P2 * beta2_t
+    w = w - alpha_t * (m / (1.0 - P1)) / (sqrt0(s / (1.0 - P2)) + epsilon)
+    return w, (m, s, P1, P2)
+
+
+def final_weights(hyper, X_train, c, kept=None, step=None):
     """w_T of Algorithm 1 in float64 from the hyperparameters (HYPER[optimizer], shift last) and
-    the training inputs, every other input from the case arrays c."""
+    the training inputs, every other input from the case arrays c; with a dict kept, every w_t
+    passes through `tap`, which keeps df/dw_t in kept[t] when differentiated."""
+    return trajectory(hyper, X_train, c, kept, step)[-1]
+
+
+def trajectory(hyper, X_train, c, kept=None, step=None):
+    """[w_0, ..., w_T] of `final_weights`; step: `momentum_step` or `adam_step` as the case's
+    optimizer (None), or one's own with the same signature."""
     *own, init_scale, l2, shift = hyper
-    sizes = c["layer_sizes"]
+    sizes, activation = c["layer_sizes"], c["activation"]
     group = np.repeat(np.arange(2 * (len(sizes) - 1)), group_sizes(sizes))
     P = len(group)
     lam = l2 if l2.shape == (P,) else l2[group]
     w = init_scale[group] * c["eps"] + shift
     if c["optimizer"] == "adam":
         alpha, beta1, beta2, epsilon = own
-        m, s, P1, P2 = anp.zeros(P), anp.zeros(P), 1.0, 1.0
-        for t, g_t in enumerate(gradients(X_train, lam, c)):
-            b1, b2, g = beta1[t][group], beta2[t][group], g_t(w)
-            m = b1 * m + (1.0 - b1) * g
-            s = b2 * s + (1.0 - b2) * g * g
-            P1, P2 = P1 * beta1[t], P2 * beta2[t]
-            c1, c2 = (1.0 - P1)[group], (1.0 - P2)[group]
-            w = w - alpha[t][group] * (m / c1) / (sqrt0(s / c2) + epsilon[group])
-        return w
-    alpha, gamma = own
-    v = anp.zeros(P)
-    for t, g_t in enumerate(gradients(X_train, lam, c)):
-        gamma_t, alpha_t = gamma[t][group], alpha[t][group]
-        v = gamma_t * v - (1.0 - gamma_t) * g_t(w)
-        w = w + alpha_t * v
-    return w
+        state, step = (anp.zeros(P), anp.zeros(P), 1.0, 1.0), step or adam_step
+
+        def decays(t):
+            return beta1[t][group], beta2[t][group], epsilon[group]
+    else:
+        alpha, gamma = own
+        state, step = anp.zeros(P), step or momentum_step
+
+        def decays(t):
+            return gamma[t][group]
+    ws = []
+    for t, rows in enumerate(c["batches"]):
+        X, y = X_train[rows], c["y_train"][rows]
+
+        def L_t(w, X=X, y=y):
+            return data_loss(w, X, y, sizes, activation) + 0.5 * anp.sum(lam * w * w)
+
+        w = w if kept is None else tap(w, t, kept)
+        ws.append(w)
+        w, state = step(t, w, state, L_t, alpha[t][group], decays(t))
+    return ws + [w if kept is None else tap(w, len(ws), kept)]
 
 
-def answers(c, grad_train_inputs=False):
+def answers(c, grad_train_inputs=False, trace_steps=None, step=None):
     """The case file's output keys (w_final, valid_loss, the hypergradients d_alpha, d_gamma or
-    d_beta1, d_beta2, d_epsilon, d_init_scale, d_l2, d_w0 and, when asked, d_X_train) for the
-    inputs c, a mapping holding INPUT_KEYS (ADAM_INPUT_KEYS and optimizer "adam" for Adam)."""
+    d_beta1, d_beta2, d_epsilon, d_init_scale, d_l2, d_w0 and, when asked, d_X_train; with
+    trace_steps, trace_steps, w_trace and dw_trace) for the inputs c, a mapping holding INPUT_KEYS
+    (ADAM_INPUT_KEYS and optimizer "adam" for Adam); `step` is each step of training (None: the
+    optimizer's)."""
     optimizer = str(c["optimizer"]) if "optimizer" in c else "momentum"
     c = {k: np.asarray(c[k]) for k in (ADAM_INPUT_KEYS if optimizer == "adam" else INPUT_KEYS)}
     c["layer_sizes"] = [int(n) for n in c["layer_sizes"]]
@@ -140,10 +183,11 @@ def answers(c, grad_train_inputs=False):
     names = HYPER[optimizer]
     hyper = tuple(np.array(c[k], dtype=np.float64) for k in names[:-1]) + (np.zeros(len(c["eps"])),)
     X_train, X_valid, y_valid = c["X_train"], c["X_valid"], c["y_valid"]
+    kept = {}
 
     def f(args):
         hyper, X = args if grad_train_inputs else (args, X_train)
-        w = final_weights(hyper, X, c)
+        w = final_weights(hyper, X, c, kept, step)
         return data_loss(w, X_valid, y_valid, c["layer_sizes"], c["activation"])
 
     loss, d = value_and_grad(f)((hyper, X_train) if grad_train_inputs else hyper)
@@ -152,6 +196,11 @@ def answers(c, grad_train_inputs=False):
     out["d_w0"] = out.pop("d_shift")
     if grad_train_inputs:
         out["d_X_train"] = np.asarray(d_X)
-    out["w_final"] = np.asarray(final_weights(hyper, X_train, c))
+    ws = trajectory(hyper, X_train, c, step=step)
+    out["w_final"] = np.asarray(ws[-1])
     out["valid_loss"] = np.asarray(float(loss))
+    if trace_steps is not None:
+        out["trace_steps"] = np.asarray(trace_steps, dtype=np.int64)
+        out["w_trace"] = np.array([ws[t] for t in out["trace_steps"]])
+        out["dw_trace"] = np.array([kept[t] for t in out["trace_steps"]])
     return out

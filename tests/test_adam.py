@@ -2,18 +2,22 @@
 pass, line by line), exact recovery of w_0, m_0 = s_0 = 0 and the empty buffer, the buffer
 against its bound, the float64 trajectory, fixed point against float64 Adam, and bad specs."""
 
+import json
+
 import numpy as np
 import pytest
+from autograd.extend import defvjp, primitive
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import revlearn
-from revlearn import adam, check_grad, mlp, sgd
+from revlearn import adam, approx, check_grad, cli, mlp, sgd, trace
 from revlearn.fixedpoint import D
 from revlearn.threads import SERIAL
 
-from conftest import small_spec
+import reference
+from conftest import needs_numba, small_spec
 
 OUTPUTS = ("w_final", "d_alpha", "d_beta1", "d_beta2", "d_epsilon", "d_init_scale", "d_l2",
            "d_w0", "d_X_train")
@@ -382,7 +386,10 @@ def test_betas_are_stored_quantised_and_the_defaults_are_torchs():
     assert np.all(case.epsilon == 1e-8)
     assert case.spec["optimizer"] == "adam" and case.spec["beta2"] == 0.999
     assert "gamma" not in case.spec
-    assert revlearn.make_case(small_spec()).spec["optimizer"] == "momentum"
+    # a momentum spec completes as it did before Adam (the conformance suite pins its text)
+    momentum = revlearn.make_case(small_spec())
+    assert momentum.optimizer == "momentum" and "optimizer" not in momentum.spec
+    assert "optimizer" not in revlearn.make_case(dict(small_spec(), optimizer="momentum")).spec
 
 
 @pytest.mark.parametrize("change, message", [
@@ -427,9 +434,6 @@ def test_a_case_checks_its_optimizer_keys(case_and_result):
 
 
 def test_bad_adam_spec_is_one_line_and_exit_2_on_the_command_line(tmp_path, capsys):
-    import json
-
-    from revlearn import cli
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(adam_spec(beta2=1.0)))
     code = cli.main(["oracle", str(path), "-o", str(tmp_path / "case.npz")])
@@ -444,3 +448,95 @@ def test_the_memory_estimate_counts_both_decays():
     parts = spec_module.memory_needed(full)
     P = 6 * 8 + 8 + 8 * 7 + 7 + 7 * 3 + 3
     assert parts["information buffer"] == int(2 * 1000 * P * 2.0 / 8)
+
+
+# --- traces (revlearn oracle --trace) for Adam ---------------------------------------------------
+
+def adam_inputs(path):
+    """The inputs of an Adam case file, as tests/reference.py takes them."""
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in (*reference.ADAM_INPUT_KEYS, "optimizer")}
+
+
+@primitive
+def _scaled_backward(w):
+    return w
+
+
+defvjp(_scaled_backward, lambda ans, w: lambda g: g * (1 + 1e-4))
+
+
+def adam_bug(where, k):
+    """tests/reference.py's Adam step with one bug at step k: beta1 off by a relative 1e-6
+    ("forward": w_{k+1} on is wrong), or the backward pass through step k scaling its cotangent
+    by 1 + 1e-4 ("reverse": df/dw_t is wrong from t = k down)."""
+    def step(t, w, state, L_t, alpha_t, decays_t):
+        beta1, beta2, epsilon = decays_t
+        if t == k and where == "forward":
+            beta1 = beta1 * (1 + 1e-6)
+        if t == k and where == "reverse":
+            w = _scaled_backward(w)
+        return reference.adam_step(t, w, state, L_t, alpha_t, (beta1, beta2, epsilon))
+    return step
+
+
+@pytest.fixture(scope="module")
+def adam_trace(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adam_trace")
+    (folder / "spec.json").write_text(json.dumps(adam_spec(n_iters=13)))
+    assert cli.main(["oracle", str(folder / "spec.json"), "-o", str(folder / "case.npz"),
+                     "--trace"]) == 0
+    return folder
+
+
+@pytest.mark.parametrize("bug", [None, "forward", "reverse"])
+def test_an_adam_trace_is_the_autograd_references_and_a_wrong_step_is_found(
+        adam_trace, tmp_path, capsys, bug):
+    # dw_trace of an Adam case is df/dw_t with m_t and s_t held: what tests/reference.py's tap
+    # keeps. A reference with a bug at step 6 departs at w_7 (forward) or at df/dw_6 (reverse).
+    case_path = adam_trace / "case.npz"
+    with np.load(case_path) as f:
+        steps = f["trace_steps"]
+    theirs = reference.answers(adam_inputs(case_path), trace_steps=steps,
+                               step=None if bug is None else adam_bug(bug, 6))
+    np.savez(tmp_path / "theirs.npz", **theirs)
+    capsys.readouterr()
+    code = cli.main(["check", str(case_path), str(tmp_path / "theirs.npz")])
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if s.startswith("first divergence"))
+    if bug is None:
+        assert code == 0 and line.startswith("first divergence: none"), out
+    else:
+        assert code == 1, out
+        at = 7 if bug == "forward" else 6
+        assert line.startswith(f"first divergence: {bug} at step {at}:"), out
+
+
+@pytest.mark.parametrize("backend, threads", [("numpy", 2),
+                                              pytest.param("numba", 3, marks=needs_numba)])
+def test_an_adam_trace_is_the_same_bits_on_every_backend_and_thread_count(adam_trace, backend,
+                                                                            threads):
+    case = revlearn.make_case(adam_spec(n_iters=13))
+    rec = trace.Recorder(trace.trace_steps(case.T), case.P)
+    res = revlearn.hypergradient(case, backend=backend, threads=threads, trace=rec)
+    with np.load(adam_trace / "case.npz") as f:
+        assert np.array_equal(rec.w, f["w_trace"]) and np.array_equal(rec.dw, f["dw_trace"])
+        assert np.array_equal(f["dw_trace"][0], res.d_w0)
+
+
+# --- what is written for momentum only ------------------------------------------------------------
+
+def test_the_approximations_and_the_audit_refuse_adam_in_one_line(tmp_path, capsys):
+    case = revlearn.make_case(adam_spec())
+    for call in (lambda: approx.truncated(case, 2), lambda: approx.drmad(case),
+                 lambda: approx.ift(case, 2), lambda: approx.greedy(case),
+                 lambda: approx.forward(case, {}),
+                 lambda: approx.random_direction(case, np.random.default_rng(0))):
+        with pytest.raises(revlearn.InputError, match="momentum; this one is trained with 'adam'"):
+            call()
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(adam_spec()))
+    code = cli.main(["audit", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "trains with Adam" in err
+    assert not (tmp_path / "out").exists()
