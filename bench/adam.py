@@ -9,8 +9,10 @@ pinning, no thread variables; revlearn's backend "auto" on every core, PyTorch's
 count), after warming the JIT: the median time of the repeats and the process's peak resident
 memory. revlearn's buffer is given in bits per parameter per step beyond the 64-bit lane states,
 against the bound sum_t log2(1 / gamma_t) (momentum) or sum_t (log2(1 / beta1_t) +
-log2(1 / beta2_t)) (Adam), per parameter and step. PyTorch needs torch installed (on this
-project's machines `torch==2.13.0`); the driver runs the workers with its own Python.
+log2(1 / beta2_t)) (Adam), per parameter and step. PyTorch needs torch importable by the
+driver's Python, which runs the workers (on this project's machines `torch==2.13.0` lives in
+/work/benchvenv, whose own revlearn is another checkout's: put a folder holding links to torch
+and its dependencies alone on PYTHONPATH, so this checkout's revlearn and NumPy stay first).
 """
 
 import argparse
@@ -79,6 +81,10 @@ def main(argv=None):
     if args.saved:
         print(table(json.loads(Path(args.saved).read_text())["results"]))
         return 0
+    try:
+        import torch  # noqa: F401 (the workers need it; say so before any run)
+    except ImportError:
+        p.error("torch is not importable by this Python; see the module's doc")
     results = []
     for cfg in configurations([int(T) for T in args.horizons.split(",")], args.repeats):
         results.append(run(cfg))
