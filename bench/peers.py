@@ -6,8 +6,11 @@ init_scale[group] * eps + a zero shift, whose gradient is d_w0):
 
     for t:  g_t = grad L_t(w_t);  v <- gamma_t v - (1 - gamma_t) g_t;  w <- w + alpha_t v
 
-- PyTorch, eager: `torch.autograd.grad(..., create_graph=True)` every step, then one backward.
-- JAX: `jax.value_and_grad` of a `jax.jit`-compiled `lax.scan` over the steps.
+- PyTorch, eager: `torch.autograd.grad(..., create_graph=True)` every step, then one backward;
+  for a case trained with Adam, torch.optim.Adam's update written out without in-place operations
+  (as examples/torch_crosscheck.py, which checks it against torch.optim.Adam), differentiated
+  with respect to alpha, beta1, beta2, epsilon, init_scale, l2 and w_0.
+- JAX: `jax.value_and_grad` of a `jax.jit`-compiled `lax.scan` over the steps (momentum only).
 
 `torch_hypergradient(case)` and `jax_hypergradient(case)` return a function that runs it once and
 gives a dict of the case file's output keys (w_final, valid_loss, d_alpha, ...), so the answers can
@@ -17,6 +20,7 @@ be checked against revlearn's with `revlearn.oracle.compare`. Each imports its f
 import numpy as np
 
 OUTPUTS = ("d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0")
+ADAM_OUTPUTS = ("d_alpha", "d_beta1", "d_beta2", "d_epsilon", "d_init_scale", "d_l2", "d_w0")
 
 
 def _slices(layer_sizes):
@@ -48,23 +52,39 @@ def torch_hypergradient(case, threads=None):
             a = a @ W + b if l == len(slices) - 1 else phi(a @ W + b)
         return torch.nn.functional.cross_entropy(a, y)
 
+    adam = case.optimizer == "adam"
+    names = ADAM_OUTPUTS if adam else OUTPUTS
+
+    def sqrt0(s):  # derivative 0 at s = 0, the README's convention
+        return torch.where(s > 0, torch.where(s > 0, s, 1.0).sqrt(), 0.0)
+
     def run():
-        alpha, gamma, scale, l2 = (torch.tensor(getattr(case, k), requires_grad=True)
-                                   for k in ("alpha", "gamma", "init_scale", "l2"))
+        hyper = [torch.tensor(getattr(case, k[2:]), requires_grad=True) for k in names[:-1]]
+        *own, scale, l2 = hyper
         shift = torch.zeros(case.P, dtype=torch.float64, requires_grad=True)
         lam = l2 if case.l2_per_weight else l2[group]
         w = scale[group] * eps + shift
-        v = torch.zeros_like(w)
+        v, s, P1, P2 = torch.zeros_like(w), torch.zeros_like(w), 1.0, 1.0
         for t in range(case.T):
             rows = batches[t]
             L_t = data_loss(w, X[rows], y[rows]) + 0.5 * (lam * w * w).sum()
             g = torch.autograd.grad(L_t, w, create_graph=True)[0]
-            gamma_t = gamma[t][group]
-            v = gamma_t * v - (1.0 - gamma_t) * g
-            w = w + alpha[t][group] * v
+            if adam:  # torch.optim.Adam's update, out of place; v is the first moment
+                alpha, beta1, beta2, epsilon = own
+                b1, b2 = beta1[t][group], beta2[t][group]
+                P1, P2 = P1 * beta1[t], P2 * beta2[t]
+                v = torch.lerp(v, g, 1 - b1)
+                s = s * b2 + (1 - b2) * g * g
+                denom = sqrt0(s) / (1 - P2[group]) ** 0.5 + epsilon[group]
+                w = w - (alpha[t][group] / (1 - P1[group])) * (v / denom)
+            else:
+                alpha, gamma = own
+                gamma_t = gamma[t][group]
+                v = gamma_t * v - (1.0 - gamma_t) * g
+                w = w + alpha[t][group] * v
         f = data_loss(w, Xv, yv)
-        grads = torch.autograd.grad(f, [alpha, gamma, scale, l2, shift])
-        out = {k: d.numpy() for k, d in zip(OUTPUTS, grads, strict=True)}
+        grads = torch.autograd.grad(f, hyper + [shift])
+        out = {k: d.numpy() for k, d in zip(names, grads, strict=True)}
         out.update(w_final=w.detach().numpy(), valid_loss=np.array(f.item()))
         return out
 

@@ -30,7 +30,8 @@ def time_passes(case, backend, threads=1):
         _, dw = be.loss_grad(fixedpoint.from_fixed(W), case.X_valid, case.y_valid, case.layout,
                              case.activation, workers=workers)
         t2 = time.perf_counter()
-        sgd._reverse(case, be, workers, sgd._Reversal(be, workers, W, V, buf), dw)
+        reversal = sgd._AdamReversal if case.optimizer == "adam" else sgd._Reversal
+        sgd._reverse(case, be, workers, reversal(be, workers, W, V, buf), dw)
         t3 = time.perf_counter()
     return t1 - t0, t2 - t1, t3 - t2
 

@@ -98,6 +98,9 @@ def answer(case_path, theirs_path):
     """Answer one case file into theirs_path."""
     with np.load(case_path, allow_pickle=False) as f:
         c = {k: f[k] for k in f.files}
+    if str(c.get("optimizer", "momentum")) != "momentum":
+        sys.exit(f"{case_path} is trained with {c['optimizer']}; this template answers momentum "
+                 "cases only (examples/torch_crosscheck.py answers Adam's)")
     np.savez(theirs_path, **answers(c))
     print(f"wrote {theirs_path} (JAX {jax.__version__}, float64, {jax.default_backend()})",
           flush=True)

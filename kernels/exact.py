@@ -405,16 +405,16 @@ def _no_failures(blocks, P):
     return np.full((blocks, DRY + 1), P, np.int64)
 
 
-def _raise_first(fails, values, P):
+def _raise_first(fails, values, P, dry=DRY):
     """Raise the error refimpl raises: the underflow of a stack, else `fixedpoint.RangeError` for
     the first check, in refimpl's order, that failed, at its first lane.
 
-    fails[b, k] is the first lane of block b failing check k (P when none); values[k] gives the
-    offending value of a range check as a function of the lane, or is None for a wrap-around
-    check."""
+    fails[b, k] is the first lane of block b failing check k (P when none), fails[b, dry] a lane
+    of a block whose stack ran dry; values[k] gives the offending value of a range check as a
+    function of the lane, or is None for a wrap-around check."""
     first = fails.min(axis=0, initial=P)
-    if first[DRY] < P:
-        raise RuntimeError(f"information buffer underflow in the block of lane {first[DRY]}")
+    if first[dry] < P:
+        raise RuntimeError(f"information buffer underflow in the block of lane {first[dry]}")
     for i, value in zip(first, values, strict=False):
         if i < P:
             raise fixedpoint.RangeError(i, "overflow" if value is None else float(value(i)))

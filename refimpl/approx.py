@@ -91,6 +91,7 @@ def check_direction(case: Case, given) -> Direction:
     """The Direction a dict {kind: array} describes, checked against the case: keys among KINDS,
     each array shaped like the case's (alpha and gamma (T, G), init_scale (G,), l2 as case.l2,
     w0 (P,)) and finite; kinds not given are 0."""
+    require_momentum(case, "revlearn.approx.check_direction")
     if not isinstance(given, dict):
         raise InputError(f"a direction is a dict of arrays keyed by {', '.join(KINDS)}; received "
                          f"{type(given).__name__}")
@@ -115,6 +116,7 @@ def check_direction(case: Case, given) -> Direction:
 
 def random_direction(case: Case, rng: np.random.Generator, kinds=KINDS) -> dict:
     """A direction with standard normal entries in `kinds` (the others 0)."""
+    require_momentum(case, "revlearn.approx.random_direction")
     shapes = _shapes(case)
     return {k: rng.standard_normal(shapes[k]) for k in kinds}
 
@@ -139,8 +141,17 @@ class _Engine(NamedTuple):
     workers: Workers
 
 
-def _engine(case, backend, threads, where):
+def require_momentum(case, where):
+    """Refuse a case trained with Adam: every method here is written for SGD with momentum."""
     require_case(case, where)
+    if case.optimizer != "momentum":
+        raise InputError(f"{where} takes a case trained with SGD with momentum; this one is "
+                         f"trained with {case.optimizer!r} (use revlearn.hypergradient, exact for "
+                         "Adam too)")
+
+
+def _engine(case, backend, threads, where):
+    require_momentum(case, where)
     be, workers = sgd.get_backend(backend), Workers(threads)
     return _Engine(case, sgd.Passes(case, be, workers), workers)
 
@@ -294,7 +305,7 @@ def drmad(case: Case, backend: str = "auto", threads: int | None = None) -> Hype
 def ift(case: Case, K: int, backend: str = "auto", threads: int | None = None) -> Hypergrads:
     """The implicit hypergradient at w_T with a K-term Neumann series (K >= 1); see the module's
     doc. Gives d_l2 (and d_X_train when the case asks for it); the rest is None."""
-    require_case(case, "revlearn.approx.ift")
+    require_momentum(case, "revlearn.approx.ift")
     K = _steps("K", K, 1, None)
     return next(ift_series(case, [K], backend, threads))[1]
 

@@ -2,8 +2,9 @@
 arrays live here (those of a spec in `revlearn.spec`).
 
 A Case is checked in full when it is built, whichever way (a spec, a case file, the meta-optimizer
-swapping hyperparameters): nothing downstream checks user input again. `gamma` is stored quantised,
-as the effective values n / 2**16 the engine uses and reports.
+swapping hyperparameters): nothing downstream checks user input again. `gamma` (momentum) and
+`beta1`, `beta2` (Adam) are stored quantised, as the effective values n / 2**16 the engine uses and
+reports.
 """
 
 from dataclasses import dataclass, field, fields
@@ -16,15 +17,20 @@ from .errors import InputError
 from .mlp import ACTIVATIONS, Layout
 
 GAMMA_MIN = 1.0 / fixedpoint.D
+BETA_MAX = 1.0 - 1.0 / fixedpoint.D
 MAX_PARAMETERS = 2**53
+OPTIMIZERS = ("momentum", "adam")
+OPTIMIZER_KEYS = {"momentum": ("gamma",), "adam": ("beta1", "beta2", "epsilon")}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Case:
     """The inputs of DESIGN §5: data, batches, unit initial noise and hyperparameters.
 
     Shapes: X_train (N, D), y_train (N,), X_valid (M, D), y_valid (M,), batches (T, B) row indices
-    into X_train, eps (P,), alpha and gamma (T, G), init_scale (G,), l2 (G,) or (P,).
+    into X_train, eps (P,), alpha (T, G), init_scale (G,), l2 (G,) or (P,); and the optimizer's
+    own: gamma (T, G) for optimizer="momentum" (the default), beta1 and beta2 (T, G) and epsilon
+    (G,) for optimizer="adam" (the other's are None).
     Arrays are converted to float64/int64 (without a copy when they already are) and not copied.
 
     model: None for the MLP of DESIGN §1 (layer_sizes, activation); or an object that replaces it
@@ -44,10 +50,14 @@ class Case:
     batches: np.ndarray
     eps: np.ndarray
     alpha: np.ndarray
-    gamma: np.ndarray
+    gamma: np.ndarray = None
     init_scale: np.ndarray
     l2: np.ndarray
     grad_train_inputs: bool = False
+    optimizer: str = "momentum"
+    beta1: np.ndarray = None
+    beta2: np.ndarray = None
+    epsilon: np.ndarray = None
     spec: dict = field(default=None, repr=False)
     model: object = field(default=None, repr=False)
 
@@ -72,7 +82,8 @@ class Case:
             raise InputError(f"alpha has negative values (min {alpha.min():g}); "
                              "step sizes are >= 0")
         set_("alpha", alpha)
-        set_("gamma", _gamma(self.gamma, (T, G)))
+        for name, value in _optimizer(self, T, G).items():
+            set_(name, value)
         scale = _floats("init_scale", self.init_scale, (G,), "one initial scale per group")
         if np.any(scale < 0):
             raise InputError(f"init_scale has negative values (min {scale.min():g}); "
@@ -132,7 +143,7 @@ class Result:
     valid_loss: float
     w_final: np.ndarray
     d_alpha: np.ndarray
-    d_gamma: np.ndarray
+    d_gamma: np.ndarray  # None for Adam
     d_init_scale: np.ndarray
     d_l2: np.ndarray
     d_w0: np.ndarray
@@ -140,6 +151,9 @@ class Result:
     exact_recovery: object  # bool, or None for method="stored"
     buffer_bits: int
     train_losses: np.ndarray
+    d_beta1: np.ndarray = None  # Adam's (T, G), (T, G) and (G,); None for momentum
+    d_beta2: np.ndarray = None
+    d_epsilon: np.ndarray = None
 
 
 def require_case(obj, where):
@@ -227,16 +241,44 @@ def _floats(name, a, shape, meaning):
     return a
 
 
-def _gamma(gamma, shape):
-    g = np.asarray(gamma, dtype=np.float64) if _numeric(gamma) else gamma
+def _optimizer(case, T, G):
+    """The optimizer's own hyperparameters, checked: {name: value} for every one of
+    OPTIMIZER_KEYS, the other optimizer's None."""
+    if not isinstance(case.optimizer, str) or case.optimizer not in OPTIMIZERS:
+        raise InputError(f"unknown optimizer {case.optimizer!r}; use one of "
+                         f"{', '.join(map(repr, OPTIMIZERS))}")
+    for other, keys in OPTIMIZER_KEYS.items():
+        given = [k for k in keys if getattr(case, k) is not None]
+        if other != case.optimizer and given:
+            raise InputError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} "
+                             f"{other}'s; optimizer {case.optimizer!r} takes "
+                             f"{', '.join(OPTIMIZER_KEYS[case.optimizer])} instead")
+    if case.optimizer == "momentum":
+        return {"gamma": _decay("gamma", case.gamma, (T, G), "momentum", 1.0)}
+    epsilon = _floats("epsilon", case.epsilon, (G,), "one epsilon per group")
+    if np.any(epsilon <= 0):
+        i = int(np.flatnonzero(epsilon <= 0)[0])
+        raise InputError(f"epsilon[{i}] = {float(epsilon[i])!r} is not > 0; Adam's epsilon must be "
+                         "positive (1e-8 is usual)")
+    return {"beta1": _decay("beta1", case.beta1, (T, G), "Adam's first-moment decay", BETA_MAX),
+            "beta2": _decay("beta2", case.beta2, (T, G), "Adam's second-moment decay", BETA_MAX),
+            "epsilon": epsilon}
+
+
+def _decay(name, value, shape, meaning, top):
+    """A decay factor per step and group in [2**-16, top], quantised to n / 2**16."""
+    if value is None:
+        raise InputError(f"this case's optimizer needs {name} ({meaning}, shape {shape})")
+    g = np.asarray(value, dtype=np.float64) if _numeric(value) else value
     if not isinstance(g, np.ndarray) or g.shape != shape:
-        raise InputError(f"gamma must have shape {shape} (one momentum per step and group); "
+        raise InputError(f"{name} must have shape {shape} (one {meaning} per step and group); "
                          f"received {_describe(g)}")
-    bad = ~((g >= GAMMA_MIN) & (g <= 1.0))
+    bad = ~((g >= GAMMA_MIN) & (g <= top))
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise InputError(f"gamma{list(idx)} = {g[idx]!r} is outside [2**-16, 1]; momentum must lie "
-                         "in that range (it is quantised to n / 2**16)")
+        span = "[2**-16, 1]" if top == 1.0 else "[2**-16, 1 - 2**-16]"
+        raise InputError(f"{name}{list(idx)} = {float(g[idx])!r} is outside {span}; {meaning} "
+                         "must lie in that range (it is quantised to n / 2**16)")
     return fixedpoint.quantize_gamma(g) / fixedpoint.D
 
 

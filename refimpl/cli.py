@@ -17,7 +17,7 @@ from .experiments import plotting
 from .experiments.cli import add_parser as add_run_parser
 from .experiments.cli import threads_flag
 from .memory import describe_bytes, physical_memory
-from .spec import complete_spec, make_case, memory_needed
+from .spec import complete_spec, make_case, memory_needed, optimizer_of
 from .threads import available_cores
 
 MAX_SPEC_BYTES = 256 << 20
@@ -144,6 +144,10 @@ def _int_at_least(flag, text, least):
 
 def _audit(args):
     spec = read_spec(args.spec)
+    if optimizer_of(complete_spec(spec)) != "momentum":
+        raise InputError(f"{args.spec}: revlearn audit compares approximations written for SGD "
+                         "with momentum; this spec trains with Adam (its exact hypergradient: "
+                         "revlearn oracle)")
     Ks = _int_list("--K", args.K, audit.MAX_K)
     horizons = _int_list("--horizons", args.horizons, audit.MAX_K) if args.horizons else None
     seed = _int_at_least("--seed", args.seed, 0)

@@ -5,12 +5,16 @@ hypergradient d f / d h (with respect to the value h the Case uses) is chained t
 
     alpha      = exp(theta)        d f / d theta = d f / d alpha      * alpha
     gamma      = sigmoid(theta)    d f / d theta = d f / d gamma      * gamma (1 - gamma)
+    beta1      = sigmoid(theta)    d f / d theta = d f / d beta1      * beta1 (1 - beta1)
+    beta2      = sigmoid(theta)    (likewise; beta1, beta2 and epsilon for a case trained with Adam)
+    epsilon    = exp(theta)        d f / d theta = d f / d epsilon    * epsilon
     init_scale = exp(theta)        d f / d theta = d f / d init_scale * init_scale
     l2 (lam)   = exp(theta)        d f / d theta = d f / d lam        * lam
     X_train    = theta             d f / d theta = d f / d X_train
 
-gamma is kept unquantised in theta; the Case quantises sigmoid(theta) to n / 2**16 and the chain
-treats that rounding as the identity (the hypergradient is taken at the effective gamma).
+gamma, beta1 and beta2 are kept unquantised in theta; the Case quantises sigmoid(theta) to
+n / 2**16 (clipped to gamma's range [2**-16, 1], the betas' [2**-16, 1 - 2**-16]) and the chain
+treats that rounding as the identity (the hypergradient is taken at the effective value).
 
 Meta-steps on g = d f / d theta, per learned array, with i the number of steps already taken:
 
@@ -30,13 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .case import GAMMA_MIN
+from .case import BETA_MAX, GAMMA_MIN
 from .errors import InputError
 from .sgd import BACKENDS, METHODS, hypergradient
 from .spec import sample_batches
 from .threads import resolve as resolve_threads
 
-LEARNABLE = ("alpha", "gamma", "init_scale", "l2", "X_train")
+LEARNABLE = ("alpha", "gamma", "beta1", "beta2", "epsilon", "init_scale", "l2", "X_train")
 OPTIMIZERS = ("adam", "sgd")
 OBJECTIVES = ("valid", "train")
 
@@ -65,17 +69,22 @@ LOG = Transform("log", np.exp, _log, lambda theta, h, dh: dh * h)
 LOGIT = Transform("logit", lambda t: np.clip(_sigmoid(t), GAMMA_MIN, 1.0),
                   lambda h: _logit(np.clip(h, GAMMA_MIN, 1.0 - 2.0**-40)),
                   lambda theta, h, dh: dh * _sigmoid(theta) * _sigmoid(-theta))
+BETA_LOGIT = Transform("logit", lambda t: np.clip(_sigmoid(t), GAMMA_MIN, BETA_MAX),
+                       lambda h: _logit(np.clip(h, GAMMA_MIN, BETA_MAX)), LOGIT.chain)
 IDENTITY = Transform("identity", lambda t: t.copy(), lambda h: np.array(h, dtype=np.float64),
                      lambda theta, h, dh: dh)
-TRANSFORMS = {"alpha": LOG, "gamma": LOGIT, "init_scale": LOG, "l2": LOG, "X_train": IDENTITY}
+TRANSFORMS = {"alpha": LOG, "gamma": LOGIT, "beta1": BETA_LOGIT, "beta2": BETA_LOGIT,
+              "epsilon": LOG, "init_scale": LOG, "l2": LOG, "X_train": IDENTITY}
 
 
 @dataclass(frozen=True)
 class MetaConfig:
     """How to meta-optimize.
 
-    learn: names of the learned hyperparameters (a subset of LEARNABLE; the others stay frozen at
-    the Case's values); optimizer "adam" or "sgd" (plain gradient descent) with meta step size
+    learn: names of the learned hyperparameters (a subset of LEARNABLE that the Case has: gamma
+    for a case trained with momentum, beta1, beta2, epsilon for one trained with Adam; the others
+    stay frozen at the Case's values); optimizer (the meta-optimizer, whatever the case trains
+    with) "adam" or "sgd" (plain gradient descent) with meta step size
     `step_size` (eta); Adam's b1, b2, eps; objective "valid" or "train"; fresh_seed: draw new eps
     and batches each meta-iteration from (seed, i); method, backend and threads as in
     `hypergradient` (backend and threads change the speed, never the results).
@@ -172,6 +181,10 @@ def init(case, config):
     penalties in a per-weight l2."""
     if "X_train" in config.learn and not case.grad_train_inputs:
         raise InputError("learning X_train needs a case built with grad_train_inputs=True")
+    absent = [name for name in config.learn if getattr(case, name) is None]
+    if absent:
+        raise InputError(f"learn names {', '.join(absent)}, which a case trained with "
+                         f"{case.optimizer} does not have")
     for name in ("alpha", "init_scale", "l2"):
         if name in config.learn and not np.any(getattr(case, name) > 0):
             raise InputError(f"{name} is learned on a log scale and is 0 everywhere in the case, "

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import blas, trace
 from .atomic import atomic_write
-from .case import Case
+from .case import OPTIMIZERS, Case
 from .errors import InputError
 from .npzfile import read_npz
 
@@ -30,8 +30,19 @@ INPUT_KEYS = ("spec", "layer_sizes", "activation", "X_train", "y_train", "X_vali
               "batches", "eps", "alpha", "gamma", "init_scale", "l2")
 OUTPUT_KEYS = ("w_final", "valid_loss", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0",
                "d_X_train", "exact_recovery", "buffer_bits")
+# Adam's case files: beta1, beta2 and epsilon for gamma, and their hypergradients for d_gamma
+ADAM_INPUT_KEYS = INPUT_KEYS[:10] + ("beta1", "beta2", "epsilon") + INPUT_KEYS[11:]
+ADAM_OUTPUT_KEYS = OUTPUT_KEYS[:3] + ("d_beta1", "d_beta2", "d_epsilon") + OUTPUT_KEYS[4:]
+OPTIMIZER_KEY = "optimizer"  # 0-d str, "momentum" or "adam"; files without it are momentum's
 EXACT_KEYS = ("exact_recovery", "buffer_bits")
 INFO_KEYS = ("provenance",)  # what computed the answers (`blas.describe`); never compared
+
+
+def keys_of(optimizer):
+    """(input keys, output keys) of a case file for `optimizer` (the optimizer key aside)."""
+    if optimizer == "adam":
+        return ADAM_INPUT_KEYS, ADAM_OUTPUT_KEYS
+    return INPUT_KEYS, OUTPUT_KEYS
 RTOL = 1e-6
 ATOL_SCALE = 1e-3
 
@@ -39,11 +50,12 @@ ATOL_SCALE = 1e-3
 def case_arrays(case, result, traced=None):
     """The DESIGN §5 keys of a case and its result, and the trace keys of `traced` (a
     `trace.Recorder`) if given, as arrays ready for np.savez."""
+    inputs, outputs = keys_of(case.optimizer)
     arrays = {"spec": np.array(json.dumps(case.spec, sort_keys=True)),
               "layer_sizes": np.array(case.layer_sizes, dtype=np.int64),
-              "activation": np.array(case.activation)}
-    arrays.update({k: getattr(case, k) for k in INPUT_KEYS[3:]})
-    arrays.update({k: np.asarray(getattr(result, k)) for k in OUTPUT_KEYS
+              "activation": np.array(case.activation), OPTIMIZER_KEY: np.array(case.optimizer)}
+    arrays.update({k: getattr(case, k) for k in inputs[3:]})
+    arrays.update({k: np.asarray(getattr(result, k)) for k in outputs
                    if getattr(result, k) is not None})
     arrays["exact_recovery"] = np.array(bool(result.exact_recovery))
     arrays["buffer_bits"] = np.array(result.buffer_bits, dtype=np.int64)
@@ -83,7 +95,9 @@ class Reference(NamedTuple):
 def read_case(path):
     """The Case and the reference outputs of a case file, after checking every key."""
     a = read_npz(path, "case file")
-    missing = [k for k in INPUT_KEYS + OUTPUT_KEYS if k not in a and k != "d_X_train"]
+    optimizer = _optimizer_of(a, f"case file {path}")
+    input_keys, output_keys = keys_of(optimizer)
+    missing = [k for k in input_keys + output_keys if k not in a and k != "d_X_train"]
     if missing:
         raise InputError(f"case file {path} lacks {', '.join(missing)}")
     for key in ("spec", "activation"):
@@ -93,20 +107,21 @@ def read_case(path):
     if a["layer_sizes"].ndim != 1 or a["layer_sizes"].dtype.kind not in "iu":
         raise InputError(f"case file {path}: layer_sizes is {_desc(a['layer_sizes'])}, expected "
                          "a 1-d int64 array")
-    inputs = {k: a[k] for k in INPUT_KEYS[3:]}
+    inputs = {k: a[k] for k in input_keys[3:]}
     for key, arr in inputs.items():
         if arr.dtype.kind not in ("iu" if key in ("y_train", "y_valid", "batches") else "f"):
             raise InputError(f"case file {path}: {key} is {arr.dtype}, expected "
                              f"{'int64' if key[0] in 'yb' else 'float64'}")
     try:
         case = Case(layer_sizes=tuple(a["layer_sizes"].tolist()), activation=str(a["activation"]),
-                    grad_train_inputs="d_X_train" in a, spec=spec, **inputs)
+                    grad_train_inputs="d_X_train" in a, spec=spec, optimizer=optimizer, **inputs)
     except InputError as e:
         raise InputError(f"case file {path}: {e}") from None
-    if not np.array_equal(case.gamma, a["gamma"]):
-        raise InputError(f"case file {path}: gamma holds values that are not n / 2**16 "
-                         "(case files store the effective, quantised gamma)")
-    outputs = {k: a[k] for k in OUTPUT_KEYS if k in a}
+    for key in ("beta1", "beta2") if optimizer == "adam" else ("gamma",):
+        if not np.array_equal(getattr(case, key), a[key]):
+            raise InputError(f"case file {path}: {key} holds values that are not n / 2**16 "
+                             f"(case files store the effective, quantised {key})")
+    outputs = {k: a[k] for k in output_keys if k in a}
     for key, arr in outputs.items():
         _check_output(f"case file {path}", key, arr, case)
     return Reference(case, outputs, _trace_of(a, f"case file {path}", case))
@@ -127,6 +142,18 @@ def _trace_of(a, where, case):
     return {k: a[k] for k in trace.KEYS}
 
 
+def _optimizer_of(a, where):
+    """The optimizer a case file names: "momentum" when it has no optimizer key."""
+    if OPTIMIZER_KEY not in a:
+        return "momentum"
+    value = a[OPTIMIZER_KEY]
+    name = str(value) if value.ndim == 0 and value.dtype.kind == "U" else None
+    if name not in OPTIMIZERS:
+        raise InputError(f"{where}: optimizer is {_desc(value) if name is None else repr(name)}; "
+                         "it must be the 0-d string 'momentum' or 'adam'")
+    return name
+
+
 def _spec_of(text, where):
     """The spec a case file stores as JSON text: a JSON object."""
     try:
@@ -139,11 +166,10 @@ def _spec_of(text, where):
 
 
 def expected_shape(key, case):
-    """The shape output `key` has for `case`."""
-    return {"w_final": (case.P,), "valid_loss": (), "d_alpha": case.alpha.shape,
-            "d_gamma": case.gamma.shape, "d_init_scale": case.init_scale.shape,
-            "d_l2": case.l2.shape, "d_w0": (case.P,), "d_X_train": case.X_train.shape,
-            "exact_recovery": (), "buffer_bits": ()}[key]
+    """The shape output `key` has for `case`: a hypergradient d_h has the shape of h."""
+    fixed = {"w_final": (case.P,), "valid_loss": (), "d_w0": (case.P,),
+             "d_X_train": case.X_train.shape, "exact_recovery": (), "buffer_bits": ()}
+    return fixed[key] if key in fixed else getattr(case, key[2:]).shape
 
 
 DTYPES = {"exact_recovery": ("b", 1, "bool"), "buffer_bits": ("i", 8, "int64")}
@@ -193,19 +219,21 @@ def check(case_path, theirs_path, rtol=RTOL, atol=None):
         raise InputError(f"rtol and atol must be >= 0; received rtol={rtol}, atol={atol}")
     ref = read_case(case_path)
     theirs = read_npz(theirs_path, "answer file")
-    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS) - set(INFO_KEYS)
+    input_keys, output_keys = keys_of(ref.case.optimizer)
+    input_keys += (OPTIMIZER_KEY,)
+    unknown = sorted(set(theirs) - set(input_keys) - set(output_keys) - set(INFO_KEYS)
                      - set(trace.KEYS))
     if unknown:
         raise InputError(f"{theirs_path} holds unknown key(s) {', '.join(unknown)}; the output "
-                         f"keys are {', '.join(OUTPUT_KEYS)}")
-    for key in INPUT_KEYS:
+                         f"keys are {', '.join(output_keys)}")
+    for key in input_keys:
         if key in theirs and not _same_input(key, theirs[key], ref):
             raise InputError(f"{theirs_path} holds {key} different from the case's: its answers "
                              "are for another problem")
-    keys = [k for k in OUTPUT_KEYS if k in theirs]
+    keys = [k for k in output_keys if k in theirs]
     traced = _their_trace(theirs_path, theirs, ref)
     if not keys and not traced:
-        raise InputError(f"{theirs_path} holds none of the output keys {', '.join(OUTPUT_KEYS)}")
+        raise InputError(f"{theirs_path} holds none of the output keys {', '.join(output_keys)}")
     if "d_X_train" in theirs and "d_X_train" not in ref.outputs:
         raise InputError(f"{theirs_path} holds d_X_train but the case has none (its spec sets "
                          "grad_train_inputs false)")

@@ -22,9 +22,14 @@ then d_init_scale = eps . dw per group and d_w0 = dw. DESIGN §3 writes (1 - gam
 is the same for a single gamma; with one gamma per group the factor must act on dv before H_t, since
 d v_{t+1} / d w_t = -diag(1 - gamma_t) H_t and its transpose is -H_t diag(1 - gamma_t).
 
+With case.optimizer == "adam" the steps are Adam's (`revlearn.adam`, which derives its reverse):
+the same two loops, each step's per-parameter work chosen by the optimizer (`_Momentum`, `_Adam`;
+the backend's `lanes` or `adam` functions), Adam's reverse step with a gradient pass at w_t before
+the Hessian's, since its direction dg depends on g_t.
+
 method="reversible" runs Algorithm 1 in fixed point (`fixedpoint`) and undoes it step by step,
-keeping only the bits momentum destroys; method="stored" runs it in float64, keeps w_t and v_t for
-every step, and reads them back. Both share the reverse loop `_reverse`.
+keeping only the bits momentum destroys; method="stored" runs it in float64, keeps w_t and the
+optimizer's state for every step, and reads them back. Both share the reverse loop `_reverse`.
 """
 
 import os
@@ -33,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import ans, blas, fixedpoint, lanes, mlp
+from . import adam, ans, blas, fixedpoint, lanes, mlp, wide
 from .case import Case, Result, require_case
 from .errors import InputError, TrainingError
 from .partition import row_chunks
@@ -45,9 +50,10 @@ BACKENDS = ("auto", "numpy", "numba")
 
 class Backend(NamedTuple):
     """The hot loops one backend provides: the MLP passes over chunks of rows (summed, or in parts
-    one row per chunk), and the per-parameter work of one step of each algorithm (`lanes`), on
-    `workers`. The numba backend updates the fixed-point state and the adjoints in place, so
-    callers pass the current state on and keep no other reference to it."""
+    one row per chunk), and the per-parameter work of one step of each algorithm (`lanes` for
+    momentum, `adam` an `adam.Lanes` for Adam), on `workers`. The numba backend updates the
+    fixed-point state and the adjoints in place, so callers pass the current state on and keep no
+    other reference to it."""
 
     name: str
     loss_and_error: object
@@ -59,6 +65,7 @@ class Backend(NamedTuple):
     reverse_before: object
     reverse_after: object
     from_fixed: object
+    adam: object
 
 
 class Adjoint(NamedTuple):
@@ -79,7 +86,7 @@ class Trained(NamedTuple):
 
 NUMPY = Backend("numpy", mlp.loss_and_error, mlp.loss_grad, mlp.loss_grad_hvp,
                 mlp.grad_parts, mlp.grad_hvp_parts, lanes.forward, lanes.reverse_before,
-                lanes.reverse_after, fixedpoint.from_fixed)
+                lanes.reverse_after, fixedpoint.from_fixed, adam.LANES)
 
 
 def get_backend(name):
@@ -170,47 +177,100 @@ def _step_hyper(case, t):
                       expand(fixedpoint.quantize_gamma(case.gamma[t])))
 
 
+class _Momentum:
+    """SGD with momentum's step on every lane: its state v (fixed point, or (v,) in float64) and
+    the backend's exact step (`lanes.forward`)."""
+
+    def __init__(self, case, be):
+        self.case, self.be = case, be
+
+    def hyper(self, t):
+        return _step_hyper(self.case, t)
+
+    def zeros(self):
+        return np.zeros(self.case.P, dtype=np.int64)
+
+    def forward(self, t, W, V, buf, w, G, workers):
+        h = self.hyper(t)
+        return self.be.forward(W, V, buf, w, G, self.case.lam, h.alpha, h.gamma, h.n, workers)
+
+    def float_zeros(self):
+        return (np.zeros(self.case.P),)
+
+    def float_step(self, t, w, state, g):
+        """v_{t+1} = gamma v_t - (1 - gamma) g_t;  w_{t+1} = w_t + alpha v_{t+1}."""
+        h = self.hyper(t)
+        v = h.gamma * state[0] - (1.0 - h.gamma) * g
+        return w + h.alpha * v, (v,)
+
+
+class _Adam:
+    """Adam's step on every lane: its state `adam.Moments` (`wide` fixed point, or float64) and
+    the backend's exact step (`adam.forward`)."""
+
+    def __init__(self, case, be):
+        self.case, self.be, self.schedule = case, be, adam.Schedule(case)
+
+    def hyper(self, t):
+        return self.schedule.at(t)
+
+    def zeros(self):
+        return adam.Moments(wide.zeros(self.case.P), wide.zeros(self.case.P))
+
+    def forward(self, t, W, state, buf, w, G, workers):
+        return self.be.adam.forward(W, state, buf, w, G, self.case.lam, self.hyper(t), workers)
+
+    def float_zeros(self):
+        return adam.Moments(np.zeros(self.case.P), np.zeros(self.case.P))
+
+    def float_step(self, t, w, state, g):
+        return adam.float_step(w, state, g, self.hyper(t))
+
+
+def _optimizer(case, be):
+    """The per-step work of the case's optimizer on backend be."""
+    return (_Adam if case.optimizer == "adam" else _Momentum)(case, be)
+
+
 def _train_exact(case, be, workers):
-    """Algorithm 1 in fixed point: the final (W, V, buffer) and the training losses."""
+    """Algorithm 1 in fixed point: the final (W, state, buffer) and the training losses (state: V
+    for momentum, `adam.Moments` for Adam)."""
     W = _to_fixed_at(case, case.w0, "initialisation")
-    V = np.zeros(case.P, dtype=np.int64)
-    buf = ans.new_buffer(case.P)
+    opt = _optimizer(case, be)
+    state, buf = opt.zeros(), ans.new_buffer(case.P)
     w = be.from_fixed(W)
     passes, losses = Passes(case, be, workers), np.empty(case.T)
     for t in range(case.T):
         with np.errstate(over="ignore", invalid="ignore"):  # caught below, with context
             losses[t] = passes.batch_grad(t, w)
-            h = _step_hyper(case, t)
             try:
-                W, V, buf, w, bad = be.forward(W, V, buf, w, passes.G, case.lam, h.alpha,
-                                               h.gamma, h.n, workers)
+                W, state, buf, w, bad = opt.forward(t, W, state, buf, w, passes.G, workers)
             except fixedpoint.RangeError as e:
                 raise _range_error(case, f"step {t}", e) from None
         if bad >= 0:
             raise _not_finite(case, t, bad)
-    return W, V, buf, losses
+    return W, state, buf, losses
 
 
 def _train_float(case, be, workers, keep):
-    """Algorithm 1 in float64; with keep=True also every w_t and v_t, shape (T+1, P)."""
-    w, v = case.w0, np.zeros(case.P)
+    """Algorithm 1 in float64; with keep=True also every w_t and the optimizer's state, shape
+    (T+1, 1 + state size, P): [t, 0] is w_t, [t, 1:] the state (v_t; or m_t, s_t)."""
+    opt = _optimizer(case, be)
+    w, state = case.w0, opt.float_zeros()
     passes, losses = Passes(case, be, workers), np.empty(case.T)
-    ws = np.empty((case.T + 1, case.P)) if keep else None
-    vs = np.empty((case.T + 1, case.P)) if keep else None
+    kept = np.empty((case.T + 1, 1 + len(state), case.P)) if keep else None
     for t in range(case.T):
         if keep:
-            ws[t], vs[t] = w, v
+            kept[t] = (w, *state)
         with np.errstate(over="ignore", invalid="ignore"):
             losses[t] = passes.batch_grad(t, w)
             g, bad = lanes.penalized(passes.G, case.lam, w)
         if bad >= 0:
             raise _not_finite(case, t, bad)
-        h = _step_hyper(case, t)
-        v = h.gamma * v - (1.0 - h.gamma) * g
-        w = w + h.alpha * v
+        w, state = opt.float_step(t, w, state, g)
     if keep:
-        ws[-1], vs[-1] = w, v
-    return w, losses, ws, vs
+        kept[-1] = (w, *state)
+    return w, losses, kept
 
 
 def train(case: Case, exact: bool = True, backend: str = "auto",
@@ -218,7 +278,8 @@ def train(case: Case, exact: bool = True, backend: str = "auto",
     """Algorithm 1 alone: w_T and the per-step training losses (data loss on each batch).
 
     exact=True runs the fixed-point arithmetic the reversible hypergradient differentiates;
-    exact=False is plain float64 SGD with momentum, the baseline a user would otherwise run.
+    exact=False is plain float64 SGD with momentum (or Adam), the baseline a user would otherwise
+    run.
     threads: how many threads share the work (None: every core this process may use); the
     results are the same bits for every thread count and backend.
     """
@@ -228,7 +289,7 @@ def train(case: Case, exact: bool = True, backend: str = "auto",
         if exact:
             W, _, _, losses = _train_exact(case, be, workers)
             return Trained(be.from_fixed(W), losses)
-        w, losses, _, _ = _train_float(case, be, workers, keep=False)
+        w, losses, _ = _train_float(case, be, workers, keep=False)
     return Trained(w, losses)
 
 
@@ -247,17 +308,40 @@ def valid_loss(case: Case, backend: str = "auto", threads: int | None = None) ->
 
 # --- Algorithm 2 ---------------------------------------------------------------------------
 
-class _Reversal:
-    """Algorithm 2's per-parameter work with w_t and v_t given back by undoing Algorithm 1's
-    steps in fixed point (`lanes.reverse_before`, `lanes.reverse_after`)."""
+class _MomentumReverse:
+    """Algorithm 2's per-step work for SGD with momentum: the adjoints (`Adjoint`) and d_alpha_t,
+    d_gamma_t; how w_t and v_t come back is the subclass's."""
+
+    dX_update = np.subtract  # d_X[B_t] -= d/dX (grad L_t . u)
+
+    def start(self, case, dw):
+        self.case, self.offsets = case, case.layout.offsets
+        self.adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
+        self.d_alpha, self.d_gamma = np.empty((case.T, case.G)), np.empty((case.T, case.G))
+
+    def outputs(self):
+        return dict(d_alpha=self.d_alpha, d_gamma=self.d_gamma)
+
+
+class _Reversal(_MomentumReverse):
+    """Momentum's Algorithm 2 with w_t and v_t given back by undoing Algorithm 1's steps in fixed
+    point (`lanes.reverse_before`, `lanes.reverse_after`)."""
 
     def __init__(self, be, workers, W, V, buf):
         self.be, self.workers, self.W, self.V, self.buf = be, workers, W, V, buf
 
-    def before(self, t, h, adj, offsets):
-        self.W, w, u, d_alpha = self.be.reverse_before(self.W, self.V, adj, h.alpha, h.gamma,
-                                                       offsets, self.workers)
-        return w, u, d_alpha
+    def before(self, t, passes):
+        """d_alpha_t = dw . v_{t+1};  w_t;  dv += alpha dw;  u = (1 - gamma) dv: (w_t, u)."""
+        self.h = _step_hyper(self.case, t)
+        self.W, w, u, self.d_alpha[t] = self.be.reverse_before(
+            self.W, self.V, self.adj, self.h.alpha, self.h.gamma, self.offsets, self.workers)
+        return w, u
+
+    def after(self, t, passes, w, u):
+        """v_t;  d_gamma_t = dv . (v_t + g_t);  dw -= H u + lam u;  d_lam -= w u;  dv *= gamma."""
+        self.V, self.buf, self.d_gamma[t] = self.be.reverse_after(
+            self.V, self.buf, self.adj, passes.G, passes.H, self.case.lam, w, u, self.h.gamma,
+            self.h.n, self.offsets, self.workers)
 
     def recovered(self, case):
         """True when the reversal gave back w_0 bit for bit, v_0 = 0 and the buffer as it
@@ -265,27 +349,110 @@ class _Reversal:
         return bool(np.array_equal(self.W, _to_fixed_at(case, case.w0, "initialisation"))
                     and ans.is_initial(self.buf) and not self.V.any())
 
-    def after(self, t, h, adj, G, H, lam, w, u, offsets):
-        self.V, self.buf, d_gamma = self.be.reverse_after(self.V, self.buf, adj, G, H, lam, w, u,
-                                                          h.gamma, h.n, offsets, self.workers)
-        return d_gamma
+
+class _Stored(_MomentumReverse):
+    """Momentum's Algorithm 2 with w_t and v_t read back from the trajectory kept in memory
+    (`lanes` without its exact steps, the same for every backend)."""
+
+    def __init__(self, kept):
+        self.ws, self.vs = kept[:, 0], kept[:, 1]
+
+    def before(self, t, passes):
+        self.h = _step_hyper(self.case, t)
+        self.d_alpha[t] = lanes.dots(self.adj.dw, self.vs[t + 1], self.offsets)
+        return (self.ws[t],) + lanes.adjoint_before(self.adj, self.h.alpha, self.h.gamma)
+
+    def after(self, t, passes, w, u):
+        g, _ = lanes.penalized(passes.G, self.case.lam, w)
+        self.d_gamma[t] = lanes.adjoint_after(self.adj, self.vs[t], g, lanes.total(passes.H), u,
+                                              w, self.case.lam, self.h.gamma, self.offsets)
 
 
-class _Stored:
-    """Algorithm 2's per-parameter work with w_t and v_t read back from the trajectory kept in
-    memory (`lanes` without its exact steps, the same for every backend)."""
+class _AdamReverse:
+    """Algorithm 2's per-step work for Adam (`revlearn.adam`): the per-lane adjoints
+    (`adam.Adjoint`), and per group d_alpha_t, d_beta1_t, d_beta2_t, d_epsilon and the sums S1,
+    S2 of the paths through the bias corrections; how w_t, m_t and s_t come back is the
+    subclass's (`undo_w`, `undo_moments`)."""
 
-    def __init__(self, ws, vs):
-        self.ws, self.vs = ws, vs
+    dX_update = np.add  # d_X[B_t] += d/dX (grad L_t . dg)
 
-    def before(self, t, h, adj, offsets):
-        d_alpha = lanes.dots(adj.dw, self.vs[t + 1], offsets)
-        return (self.ws[t],) + lanes.adjoint_before(adj, h.alpha, h.gamma) + (d_alpha,)
+    def start(self, case, dw):
+        self.case, self.offsets, self.schedule = case, case.layout.offsets, adam.Schedule(case)
+        T, G, P = case.T, case.G, case.P
+        self.adj = adam.Adjoint(dw.copy(), np.zeros(P), np.zeros(P), np.zeros(P))
+        self.d_alpha, self.d_beta1, self.d_beta2 = (np.empty((T, G)) for _ in range(3))
+        self.d_epsilon, self.S1, self.S2 = np.zeros(G), np.zeros(G), np.zeros(G)
 
-    def after(self, t, h, adj, G, H, lam, w, u, offsets):
-        g, _ = lanes.penalized(G, lam, w)
-        return lanes.adjoint_after(adj, self.vs[t], g, lanes.total(H), u, w, lam, h.gamma,
-                                   offsets)
+    def before(self, t, passes):
+        """w_t, the adjoints through u_t, g_t (a gradient pass), m_t and s_t, d_beta1_t and
+        d_beta2_t: (w_t, dg), dg the direction of H_t."""
+        sc, c = self.schedule, self.case
+        self.h = sc.at(t)
+        # w_t = w_{t+1} + alpha u;  d_alpha_t = -dw' . u;  dm' and ds' through u;  e = du . q;
+        # k = du . q r
+        w, d_alpha, e, k = self.undo_w(t, self.h)
+        self.d_alpha[t] = d_alpha
+        self.d_epsilon -= e
+        self.S1 += sc.P1[t] * (-(c.alpha[t] * d_alpha) / sc.c1[t])  # P1_t sum_i dc1_i
+        self.S2 += sc.P2[t] * (k / (2.0 * sc.c2[t]))  # P2_t sum_i dc2_i
+        with np.errstate(over="ignore", invalid="ignore"):
+            passes.batch_grad(t, w)  # g_t, recomputed bit for bit: dg needs it
+        # m_t, s_t;  dg = (1 - beta1) dm' + 2 (1 - beta2) g ds'
+        dg, d1, d2 = self.undo_moments(t, self.h, passes.G, w)
+        self.d_beta1[t] = d1 - self.S1 / c.beta1[t]
+        self.d_beta2[t] = d2 - self.S2 / c.beta2[t]
+        return w, dg
+
+    def after(self, t, passes, w, dg):
+        """dw = dw' + H dg + lam dg;  d_lam += w dg;  dm = beta1 dm';  ds = beta2 ds'."""
+        self.lanes.reverse_after(self.adj, passes.H, self.case.lam, w, dg, self.h, self.workers)
+
+    def outputs(self):
+        return dict(d_alpha=self.d_alpha, d_gamma=None, d_beta1=self.d_beta1,
+                    d_beta2=self.d_beta2, d_epsilon=self.d_epsilon)
+
+
+class _AdamReversal(_AdamReverse):
+    """Adam's Algorithm 2 with w_t, m_t and s_t given back by undoing Algorithm 1's steps in
+    fixed point (the backend's `adam.Lanes`)."""
+
+    def __init__(self, be, workers, W, state, buf):
+        self.lanes, self.workers, self.W, self.state, self.buf = be.adam, workers, W, state, buf
+
+    def undo_w(self, t, h):
+        self.W, w, d_alpha, e, k = self.lanes.reverse_before(self.W, self.state, self.adj, h,
+                                                             self.offsets, self.workers)
+        return w, d_alpha, e, k
+
+    def undo_moments(self, t, h, G, w):
+        self.state, self.buf, dg, d1, d2 = self.lanes.reverse_moments(
+            self.state, self.buf, self.adj, G, self.case.lam, w, h, self.offsets, self.workers)
+        return dg, d1, d2
+
+    def recovered(self, case):
+        """True when the reversal gave back w_0 bit for bit, m_0 = s_0 = 0 and the buffer as it
+        started."""
+        return bool(np.array_equal(self.W, _to_fixed_at(case, case.w0, "initialisation"))
+                    and ans.is_initial(self.buf)
+                    and not any(a.any() for part in self.state for a in part))
+
+
+class _AdamStored(_AdamReverse):
+    """Adam's Algorithm 2 with w_t, m_t and s_t read back from the float64 trajectory kept in
+    memory (`adam`'s NumPy functions without the exact steps, the same for every backend)."""
+
+    lanes, workers = adam.LANES, None
+
+    def __init__(self, kept):
+        self.ws, self.ms, self.ss = kept[:, 0], kept[:, 1], kept[:, 2]
+
+    def undo_w(self, t, h):
+        u, den, r = adam.increment(self.ms[t + 1], self.ss[t + 1], h)
+        return (self.ws[t],) + adam.adjoint_before(self.adj, u, den, r, h, self.offsets)
+
+    def undo_moments(self, t, h, G, w):
+        g, _ = lanes.penalized(G, self.case.lam, w)
+        return adam.adjoint_moments(self.adj, self.ms[t], self.ss[t], g, h, self.offsets)
 
 
 def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
@@ -293,14 +460,15 @@ def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
                   trace: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Result:
     """The gradient of f(w_T) = ell(w_T; X_valid, y_valid) with respect to every hyperparameter.
 
-    Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma, d_init_scale, d_l2, d_w0,
-    d_X_train (when case.grad_train_inputs), exact_recovery, buffer_bits, train_losses.
+    Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma (momentum) or d_beta1, d_beta2,
+    d_epsilon (Adam), d_init_scale, d_l2, d_w0, d_X_train (when case.grad_train_inputs),
+    exact_recovery, buffer_bits, train_losses.
     backend: "auto" (numba when installed), "numpy" or "numba"; threads: how many threads share
     the work (None: every core this process may use). Every backend and thread count gives the
     same bits. trace: None, or a callable trace(t, w_t, dw_t) that Algorithm 2 calls at
     t = T, T-1, ..., 0 with w_t and dw_t = df/dw_t, the gradient of f(w_T) when training restarts
-    from (w_t, v_t) (grad f(w_T) at T, d_w0 at 0); both arrays change after the call, so it
-    copies what it keeps (`revlearn.trace.Recorder`).
+    from (w_t, v_t) (Adam: from (w_t, m_t, s_t); grad f(w_T) at T, d_w0 at 0); both arrays
+    change after the call, so it copies what it keeps (`revlearn.trace.Recorder`).
     """
     require_case(case, "revlearn.hypergradient")
     if method not in METHODS:
@@ -309,15 +477,16 @@ def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
     if method == "stored":
         _check_trajectory_fits(case)
     with blas.single_threaded():
+        is_adam = case.optimizer == "adam"
         if method == "reversible":
-            W, V, buf, losses = _train_exact(case, be, workers)
+            W, state, buf, losses = _train_exact(case, be, workers)
             w_T = be.from_fixed(W)
-            traj = _Reversal(be, workers, W, V, buf)
+            traj = (_AdamReversal if is_adam else _Reversal)(be, workers, W, state, buf)
             bits = ans.size_bits(buf)
         else:
-            w_T, losses, ws, vs = _train_float(case, be, workers, keep=True)
-            traj = _Stored(ws, vs)
-            bits = 64 * (ws.size + vs.size)
+            w_T, losses, kept = _train_float(case, be, workers, keep=True)
+            traj = (_AdamStored if is_adam else _Stored)(kept)
+            bits = 64 * kept.size
         valid_loss, dw = Passes(case, be, workers).grad(w_T, case.X_valid, case.y_valid)
         if trace is not None:
             trace(case.T, w_T, dw)
@@ -330,39 +499,35 @@ def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
 def _reverse(case, be, workers, traj, dw, trace=None):
     """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields; trace(t,
     w_t, df/dw_t) after each step t, if given."""
-    lay, T = case.layout, case.T
-    offsets = lay.offsets
-    adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
-    d_alpha, d_gamma = np.empty((T, lay.G)), np.empty((T, lay.G))
+    traj.start(case, dw)
     d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
     passes = Passes(case, be, workers)
     dX_u = np.empty((case.batches.shape[1], case.X_train.shape[1])) if d_X is not None else None
-    for t in range(T - 1, -1, -1):
-        h = _step_hyper(case, t)
-        # d_alpha_t = dw . v_{t+1};  w_t;  dv += alpha dw;  u = (1 - gamma) dv
-        w, u, d_alpha[t] = traj.before(t, h, adj, offsets)
+    for t in range(case.T - 1, -1, -1):
+        # w_t and the direction the Hessian acts on: u = (1 - gamma) dv, or Adam's dg
+        w, u = traj.before(t, passes)
         with np.errstate(over="ignore", invalid="ignore"):
             passes.batch_grad_hvp(t, w, u, dX_u)  # g_t and H_t u, recomputed bit for bit
-            # v_t;  d_gamma_t = dv . (v_t + g_t);  dw -= H u + lam u;  d_lam -= w u;  dv *= gamma
-            d_gamma[t] = traj.after(t, h, adj, passes.G, passes.H, case.lam, w, u, offsets)
+            traj.after(t, passes, w, u)
         if d_X is not None:
-            np.subtract.at(d_X, case.batches[t], dX_u)
+            traj.dX_update.at(d_X, case.batches[t], dX_u)
         if trace is not None:
-            trace(t, w, adj.dw)  # dw is now df/dw_t, v_t held fixed
-    dw, d_lam = adj.dw, adj.d_lam
-    return dict(d_alpha=d_alpha, d_gamma=d_gamma, d_init_scale=lanes.dots(dw, case.eps, offsets),
-                d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw, d_X_train=d_X)
+            trace(t, w, traj.adj.dw)  # dw is now df/dw_t, v_t (or m_t, s_t) held fixed
+    dw, d_lam, lay = traj.adj.dw, traj.adj.d_lam, case.layout
+    return dict(traj.outputs(), d_init_scale=lanes.dots(dw, case.eps, lay.offsets),
+                d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw,
+                d_X_train=d_X)
 
 
 def _check_trajectory_fits(case):
     """Refuse, before any work, a stored trajectory larger than this machine's memory."""
-    need = 2 * 8 * (case.T + 1) * case.P
+    need = (3 if case.optimizer == "adam" else 2) * 8 * (case.T + 1) * case.P
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return
     if need > have:
-        raise InputError(f"method='stored' keeps w_t and v_t for all {case.T} steps: "
+        raise InputError(f"method='stored' keeps w_t and its state for all {case.T} steps: "
                          f"{need / 2**30:.1f} GiB, more than this machine's "
                          f"{have / 2**30:.1f} GiB; use method='reversible'")
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import data, memory
-from .case import GAMMA_MIN, Case, type_name
+from .case import GAMMA_MIN, OPTIMIZER_KEYS, OPTIMIZERS, Case, type_name
 from .errors import InputError
 from .memory import describe_bytes
 from .mlp import Layout
@@ -37,8 +37,12 @@ SPEC_FIELDS = {
     "n_iters": ("a positive integer", REQUIRED),
     "batch_size": ("a positive integer", REQUIRED),
     "seed": ("a non-negative integer", 0),
+    "optimizer": ("a string", "momentum"),
     "alpha": ("a number or an array (nested lists) of numbers", REQUIRED),
     "gamma": ("a number or an array (nested lists) of numbers", REQUIRED),
+    "beta1": ("a number or an array (nested lists) of numbers", 0.9),
+    "beta2": ("a number or an array (nested lists) of numbers", 0.999),
+    "epsilon": ("a number or an array (nested lists) of numbers", 1e-8),
     "init_scale": ("a number or an array (nested lists) of numbers", REQUIRED),
     "l2": ("a number or an array (nested lists) of numbers", 0.0),
     "l2_per_weight": ("true or false", False),
@@ -54,10 +58,11 @@ def complete_spec(spec):
     if unknown:
         raise InputError(f"unknown spec key(s) {', '.join(map(repr, unknown))}; "
                          f"the keys are {', '.join(SPEC_FIELDS)}")
-    missing = [k for k, (_, d) in SPEC_FIELDS.items() if d is REQUIRED and k not in spec]
+    fields = _fields_of(spec)
+    missing = [k for k, (_, d) in fields.items() if d is REQUIRED and k not in spec]
     if missing:
         raise InputError(f"the spec needs {', '.join(map(repr, missing))}")
-    full = {k: spec.get(k, d) for k, (_, d) in SPEC_FIELDS.items()}
+    full = {k: spec.get(k, d) for k, (_, d) in fields.items()}
     for key, value in full.items():
         full[key] = _plain(value, key == "dataset")
         if not _spec_type_ok(key, full[key]):
@@ -67,7 +72,29 @@ def complete_spec(spec):
     if L < 1:
         raise InputError(f"layer_sizes {full['layer_sizes']} needs at least an input and an "
                          "output size")
+    if full["optimizer"] == "momentum":  # completed as before Adam: the same spec in case files
+        del full["optimizer"]
     return full
+
+
+def optimizer_of(spec):
+    """The optimizer a (completed) spec trains with: "momentum" unless it says "adam"."""
+    return spec.get("optimizer", "momentum")
+
+
+def _fields_of(spec):
+    """SPEC_FIELDS without the other optimizer's keys, after refusing a spec that gives them."""
+    optimizer = _plain(spec.get("optimizer", "momentum"))
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise InputError(f"spec key 'optimizer' must be one of {', '.join(map(repr, OPTIMIZERS))}; "
+                         f"received {_received(spec.get('optimizer'))}")
+    other = [k for o, keys in OPTIMIZER_KEYS.items() if o != optimizer for k in keys]
+    given = [k for k in other if k in spec]
+    if given:
+        own = ", ".join(map(repr, OPTIMIZER_KEYS[optimizer]))
+        raise InputError(f"spec key(s) {', '.join(map(repr, given))} belong to another optimizer; "
+                         f"optimizer {optimizer!r} takes {own} instead")
+    return {k: v for k, v in SPEC_FIELDS.items() if k not in other}
 
 
 def _spec_type_ok(key, v):
@@ -144,13 +171,14 @@ def make_case(spec: Mapping[str, Any]) -> Case:
     layout = Layout(sizes)
     G, P = layout.G, layout.P
     l2_shape = (P,) if spec["l2_per_weight"] else (G,)
+    own = {"gamma": (T, G), "beta1": (T, G), "beta2": (T, G), "epsilon": (G,)}
     return Case(
         layer_sizes=sizes, activation=spec["activation"],
         X_train=X_train, y_train=y_train, X_valid=X_valid, y_valid=y_valid,
         batches=sample_batches(len(X_train), T, B, batch_rng),
         eps=eps_rng.standard_normal(P),
-        alpha=_broadcast("alpha", spec["alpha"], (T, G)),
-        gamma=_broadcast("gamma", spec["gamma"], (T, G)),
+        alpha=_broadcast("alpha", spec["alpha"], (T, G)), optimizer=optimizer_of(spec),
+        **{k: _broadcast(k, spec[k], own[k]) for k in OPTIMIZER_KEYS[optimizer_of(spec)]},
         init_scale=_broadcast("init_scale", spec["init_scale"], (G,)),
         l2=_broadcast("l2", spec["l2"], l2_shape),
         grad_train_inputs=spec["grad_train_inputs"], spec=spec)
@@ -163,12 +191,14 @@ def memory_needed(spec):
     T, B, G = spec["n_iters"], spec["batch_size"], 2 * (len(sizes) - 1)
     P = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
     N, M, data_bytes = _data_needed(spec, sizes)
+    adam = optimizer_of(spec) == "adam"
+    decays = (spec["beta1"], spec["beta2"]) if adam else (spec["gamma"],)
     parts = {
         "data": data_bytes,
         "batches (T x B)": 2 * 8 * T * B,          # int64, cut from epochs of permutations
-        "alpha, gamma and their gradients (T x G)": 6 * 8 * T * G,
-        "per-parameter vectors (P)": 16 * 8 * P,   # eps, lam, w, v, g, dw, dv, H u, lanes, ...
-        "information buffer": int(2 * T * P * _bits_per_step(spec["gamma"]) / 8),
+        "per-step hyperparameters and their gradients (T x G)": (16 if adam else 6) * 8 * T * G,
+        "per-parameter vectors (P)": (26 if adam else 16) * 8 * P,  # eps, lam, w, v, g, dw, ...
+        "information buffer": int(2 * T * P * sum(map(_bits_per_step, decays)) / 8),
         "activations": 6 * 8 * max(B, M) * sum(sizes),
         "training losses (T)": 8 * T,
     }
@@ -214,8 +244,8 @@ def _data_needed(spec, sizes):
 
 
 def _bits_per_step(gamma):
-    """Bits per parameter per step the information buffer keeps, log2(1 / gamma) on average over
-    the spec's gamma (a number or nested lists)."""
+    """Bits per parameter per step the information buffer keeps for one decay, log2(1 / gamma)
+    on average over the spec's gamma (or beta1, beta2: a number or nested lists)."""
     try:
         g = np.asarray(gamma, dtype=np.float64)
     except (TypeError, ValueError):

@@ -11,15 +11,24 @@ float64 and differentiates f(w_T) with the HIPS autograd library (pure Python an
     w_{t+1} = w_t + alpha_t v_{t+1}
     f       = ell(w_T; X_valid, y_valid)
 
+or, for a case whose optimizer is "adam" (m_0 = s_0 = 0, products over the steps so far):
+
+    m_{t+1} = beta1_t m_t + (1 - beta1_t) g_t,   s_{t+1} = beta2_t s_t + (1 - beta2_t) g_t g_t
+    c1_t    = 1 - prod_{k <= t} beta1_k,         c2_t = 1 - prod_{k <= t} beta2_k
+    w_{t+1} = w_t - alpha_t (m_{t+1} / c1_t) / (sqrt(s_{t+1} / c2_t) + epsilon)
+
+with the derivative of sqrt taken as 0 where s = 0 (the README's convention; autograd's own
+sqrt would give 0 * inf there).
+
 with ell the mean softmax cross-entropy of the MLP (natural log), the flat vector w laid out as
 W1 (D x H1, row-major), b1, W2, b2, ..., group g = 2(l-1) for W_l and 2(l-1)+1 for b_l, and lam,
 alpha_t, gamma_t per group expanded over their groups (lam given per weight is used as it is).
 
 Traces (the README's trace keys): w_trace holds w_t at the traced steps, and dw_trace df/dw_t,
-the gradient of f with respect to w_t when training restarts from (w_t, v_t). Each w_t passes
-through `tap`, the identity, whose backward pass keeps the cotangent it receives: the sum over
-every later use of w_t, which is df/dw_t with v_t left alone. A `step` of one's own (a wrong one,
-say) replaces `momentum_step`.
+the gradient of f with respect to w_t when training restarts from (w_t, v_t) (Adam: (w_t, m_t,
+s_t)). Each w_t passes through `tap`, the identity, whose backward pass keeps the cotangent it
+receives: the sum over every later use of w_t, which is df/dw_t with v_t (m_t, s_t) left alone.
+A `step` of one's own (a wrong one, say) replaces `momentum_step` or `adam_step`.
 """
 
 import autograd.numpy as anp
@@ -29,8 +38,10 @@ from autograd.extend import defvjp, primitive
 
 INPUT_KEYS = ("layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid", "batches",
               "eps", "alpha", "gamma", "init_scale", "l2")
-HYPER = ("alpha", "gamma", "init_scale", "l2", "shift")
-"""The differentiated inputs, in order; d_X_train is added when asked for."""
+ADAM_INPUT_KEYS = tuple(k for k in INPUT_KEYS if k != "gamma") + ("beta1", "beta2", "epsilon")
+HYPER = {"momentum": ("alpha", "gamma", "init_scale", "l2", "shift"),
+         "adam": ("alpha", "beta1", "beta2", "epsilon", "init_scale", "l2", "shift")}
+"""The differentiated inputs of each optimizer, in order; d_X_train is added when asked for."""
 
 
 def group_sizes(layer_sizes):
@@ -90,28 +101,61 @@ def _keep(g, t, kept):
 defvjp(tap, lambda ans, w, t, kept: lambda g: _keep(g, t, kept))
 
 
+def sqrt0(x):
+    """sqrt(x) for x >= 0 with derivative 0 at x = 0."""
+    positive = x > 0
+    return anp.where(positive, anp.sqrt(anp.where(positive, x, 1.0)), 0.0)
+
+
 def momentum_step(t, w, v, L_t, alpha_t, gamma_t):
     """Step t of Algorithm 1: (w_{t+1}, v_{t+1}) from (w_t, v_t)."""
     v = gamma_t * v - (1.0 - gamma_t) * grad(L_t)(w)
     return w + alpha_t * v, v
 
 
-def final_weights(hyper, X_train, c, kept=None, step=momentum_step):
-    """w_T of Algorithm 1 in float64 from the hyperparameters (alpha, gamma, init_scale, l2,
-    shift) and the training inputs, every other input from the case arrays c; with a dict kept,
-    every w_t passes through `tap`, which keeps df/dw_t in kept[t] when differentiated."""
+def adam_step(t, w, state, L_t, alpha_t, decays_t):
+    """Step t of Algorithm 1 with Adam: (w_{t+1}, state_{t+1}) from (w_t, state_t), state =
+    (m, s, P1, P2) with P1 = prod_{k < t} beta1_k per entry (likewise P2), decays_t = (beta1_t,
+    beta2_t, epsilon) per entry."""
+    m, s, P1, P2 = state
+    beta1_t, beta2_t, epsilon = decays_t
+    g = grad(L_t)(w)
+    m = beta1_t * m + (1.0 - beta1_t) * g
+    s = beta2_t * s + (1.0 - beta2_t) * g * g
+    P1, P2 = P1 * beta1_t, P2 * beta2_t
+    w = w - alpha_t * (m / (1.0 - P1)) / (sqrt0(s / (1.0 - P2)) + epsilon)
+    return w, (m, s, P1, P2)
+
+
+def final_weights(hyper, X_train, c, kept=None, step=None):
+    """w_T of Algorithm 1 in float64 from the hyperparameters (HYPER[optimizer], shift last) and
+    the training inputs, every other input from the case arrays c; with a dict kept, every w_t
+    passes through `tap`, which keeps df/dw_t in kept[t] when differentiated."""
     return trajectory(hyper, X_train, c, kept, step)[-1]
 
 
-def trajectory(hyper, X_train, c, kept=None, step=momentum_step):
-    """[w_0, ..., w_T] of `final_weights`."""
-    alpha, gamma, init_scale, l2, shift = hyper
+def trajectory(hyper, X_train, c, kept=None, step=None):
+    """[w_0, ..., w_T] of `final_weights`; step: `momentum_step` or `adam_step` as the case's
+    optimizer (None), or one's own with the same signature."""
+    *own, init_scale, l2, shift = hyper
     sizes, activation = c["layer_sizes"], c["activation"]
     group = np.repeat(np.arange(2 * (len(sizes) - 1)), group_sizes(sizes))
     P = len(group)
     lam = l2 if l2.shape == (P,) else l2[group]
     w = init_scale[group] * c["eps"] + shift
-    v, ws = anp.zeros(P), []
+    if c["optimizer"] == "adam":
+        alpha, beta1, beta2, epsilon = own
+        state, step = (anp.zeros(P), anp.zeros(P), 1.0, 1.0), step or adam_step
+
+        def decays(t):
+            return beta1[t][group], beta2[t][group], epsilon[group]
+    else:
+        alpha, gamma = own
+        state, step = anp.zeros(P), step or momentum_step
+
+        def decays(t):
+            return gamma[t][group]
+    ws = []
     for t, rows in enumerate(c["batches"]):
         X, y = X_train[rows], c["y_train"][rows]
 
@@ -120,20 +164,24 @@ def trajectory(hyper, X_train, c, kept=None, step=momentum_step):
 
         w = w if kept is None else tap(w, t, kept)
         ws.append(w)
-        w, v = step(t, w, v, L_t, alpha[t][group], gamma[t][group])
+        w, state = step(t, w, state, L_t, alpha[t][group], decays(t))
     return ws + [w if kept is None else tap(w, len(ws), kept)]
 
 
-def answers(c, grad_train_inputs=False, trace_steps=None, step=momentum_step):
-    """The case file's output keys (w_final, valid_loss, d_alpha, d_gamma, d_init_scale, d_l2,
-    d_w0 and, when asked, d_X_train; with trace_steps, trace_steps, w_trace and dw_trace) for the
-    inputs c, a mapping holding INPUT_KEYS; `step` is each step of training."""
-    c = {k: np.asarray(c[k]) for k in INPUT_KEYS}
+def answers(c, grad_train_inputs=False, trace_steps=None, step=None):
+    """The case file's output keys (w_final, valid_loss, the hypergradients d_alpha, d_gamma or
+    d_beta1, d_beta2, d_epsilon, d_init_scale, d_l2, d_w0 and, when asked, d_X_train; with
+    trace_steps, trace_steps, w_trace and dw_trace) for the inputs c, a mapping holding INPUT_KEYS
+    (ADAM_INPUT_KEYS and optimizer "adam" for Adam); `step` is each step of training (None: the
+    optimizer's)."""
+    optimizer = str(c["optimizer"]) if "optimizer" in c else "momentum"
+    c = {k: np.asarray(c[k]) for k in (ADAM_INPUT_KEYS if optimizer == "adam" else INPUT_KEYS)}
     c["layer_sizes"] = [int(n) for n in c["layer_sizes"]]
-    c["activation"] = str(c["activation"])
+    c["activation"], c["optimizer"] = str(c["activation"]), optimizer
     if c["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation {c['activation']!r} is not one of {sorted(ACTIVATIONS)}")
-    hyper = tuple(np.array(c[k], dtype=np.float64) for k in HYPER[:-1]) + (np.zeros(len(c["eps"])),)
+    names = HYPER[optimizer]
+    hyper = tuple(np.array(c[k], dtype=np.float64) for k in names[:-1]) + (np.zeros(len(c["eps"])),)
     X_train, X_valid, y_valid = c["X_train"], c["X_valid"], c["y_valid"]
     kept = {}
 
@@ -144,7 +192,7 @@ def answers(c, grad_train_inputs=False, trace_steps=None, step=momentum_step):
 
     loss, d = value_and_grad(f)((hyper, X_train) if grad_train_inputs else hyper)
     d_hyper, d_X = d if grad_train_inputs else (d, None)
-    out = {"d_" + k: np.asarray(x) for k, x in zip(HYPER, d_hyper, strict=True)}
+    out = {"d_" + k: np.asarray(x) for k, x in zip(names, d_hyper, strict=True)}
     out["d_w0"] = out.pop("d_shift")
     if grad_train_inputs:
         out["d_X_train"] = np.asarray(d_X)

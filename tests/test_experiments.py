@@ -148,6 +148,8 @@ def test_sigkill_mid_run_loses_at_most_one_meta_iteration(tmp_path):
     (["--paper", "--small"], "contradict"),
     (["--resume", "/nonexistent/run"], "--resume /nonexistent/run: no such folder"),
     (["--mnist", "/nonexistent/mnist"], "--mnist /nonexistent/mnist: no such folder"),
+    (["--optimizer", "sgd"], "--optimizer 'sgd': use one of momentum, adam"),
+    (["l2", "--optimizer", "adam"], "--optimizer adam: only the schedules experiment trains with"),
 ])
 def test_bad_flags_give_one_line_and_exit_2_before_writing(argv, message, tmp_path, capsys):
     out = tmp_path / "never"
@@ -258,6 +260,8 @@ def rewrite_checkpoint(folder, meta_changes=None, array_changes=None, job=None):
      "option meta_iters is 0, not a valid value"),
     (dict(meta_changes={"options.preset": "cifar"}), "names preset 'cifar'; this revlearn knows"),
     (dict(meta_changes={"options.backend": "cuda"}), "names backend 'cuda'"),
+    (dict(meta_changes={"options.optimizer": "rmsprop"}), "names optimizer 'rmsprop'"),
+    (dict(meta_changes={"options.optimizer": 3}), "option optimizer is 3, not a valid value"),
     (dict(meta_changes={"options.meta_iters": 10**12}), "asks for 1000000000000 meta-iterations"),
     (dict(meta_changes={"records": {"i": 0}}), "the run's records are not a list"),
     (dict(meta_changes={"records": [{"i": 1}]}), "record 0 is not the record of step 0"),
@@ -300,3 +304,38 @@ def test_records_that_lack_a_field_are_refused(tmp_path, capsys, finished_run, n
 def test_too_many_meta_iterations_are_refused(capsys, tmp_path):
     code, _, err = run(["--meta-iters", "1000001", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "--meta-iters '1000001': give an integer >= 1 and <= 1,000,000" in err
+
+
+def test_schedules_with_adam_learns_alpha_and_both_betas_and_resumes_bit_for_bit(tmp_path, capsys,
+                                                                               no_matplotlib):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    code, printed, _ = run(["schedules", "--small", "--optimizer", "adam", "--out", str(whole)],
+                           capsys)
+    assert code == 0 and "trained with Adam; learning 296 hyperparameters (alpha, beta1, beta2" \
+        in printed
+    doc = results(whole)
+    assert doc["options"]["optimizer"] == "adam" and doc["summary"]["optimizer"] == "adam"
+    objective = [r["meta_objective"] for r in doc["records"]]
+    assert objective[-1] < objective[0], objective
+    beta1, beta2 = np.array(doc["summary"]["beta1"]), np.array(doc["summary"]["beta2"])
+    assert beta1.shape == beta2.shape == (12, 8) and np.all(beta1 * 2**16 % 1 == 0)
+    assert np.any(beta1 != 58982 / 2**16) and np.any(beta2 != 65470 / 2**16)  # both learned
+    header = (whole / "schedules.csv").read_text().splitlines()[0].split(",")
+    assert header[1] == "alpha_W1" and header[9] == "beta1_W1" and header[17] == "beta2_W1"
+    assert set(checkpoint(whole)) >= {"theta/beta1", "theta/beta2", "m/beta2"}
+    assert run(["schedules", "--small", "--optimizer", "adam", "--meta-iters", "2", "--out",
+                str(part)]) == 0
+    code, _, err = run(["--resume", str(part), "--optimizer", "adam"], capsys)
+    assert code == 2 and "--optimizer cannot change on --resume" in err
+    assert run(["--resume", str(part), "--meta-iters", "4"]) == 0
+    assert results(part)["records"] == results(whole)["records"]
+
+
+def test_a_checkpoint_written_before_adam_resumes_as_momentum(tmp_path, finished_run,
+                                                               no_matplotlib):
+    folder = tmp_path / "copy"
+    shutil.copytree(finished_run, folder)
+    rewrite_checkpoint(folder, {"options.optimizer": None})
+    assert "optimizer" not in json.loads(str(checkpoint(folder)["__job__"]))["options"]
+    assert run(["--resume", str(folder)]) == 0
+    assert results(folder)["options"]["optimizer"] == "momentum"

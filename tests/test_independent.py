@@ -15,6 +15,20 @@ Tolerances, from measurement (float64 unroll against the fixed-point engine):
   absolute, so a key whose true value is near 0 (d_gamma_t = dv . (v_t + g_t) when v_t + g_t
   cancels, say) is round-off in both implementations. ATOL = 1e-14 is 50 times the largest of
   those; a 1e-6 relative error is still caught in any entry larger than 1e-8.
+- Adam, golden cases: largest relative error 8.3e-9 (d_init_scale of mnist_relu_adam_weight_l2,
+  torch's epsilon 1e-8), 4e-13 or less in the synthetic case; ADAM_GOLDEN_RTOL = 1e-7.
+- Adam, 1,500 random cases (`adam_specs`, epsilon from 1e-6): every error at most 2.4e-8 by the
+  rule above, all but two below 2e-9; ADAM_RTOL = 3e-7, which an answer off by 1e-6 fails. Adam
+  divides by sqrt(s) + epsilon, so where a gradient is round-off (a sum that cancels to 1e-17 in
+  one implementation and to 0 in the other) its update is that round-off times alpha / epsilon:
+  with epsilons down to 1e-8, 1,500 more cases gave errors up to 3.4e-7 (a hidden layer of one
+  relu unit, hypergradients of 1e5). Torch's 1e-8 is checked in the golden case instead.
+  Adam's absolute floor, ADAM_ATOL = 1e-12: d_beta2_t is a difference of two terms carrying
+  1 / c2_t, as large as 2**16 at beta2_0 = 1 - 2**-16, and is exactly 0 when alpha is nonzero at
+  step 0 only (u_0 = g / (|g| + eps) whatever beta2_0); the reference's float64 terms cancel to
+  0 (and so do method="stored"'s), revlearn's, from m and s in fixed point, to 2.8e-14: 1e-15 of
+  terms of 10 to 40 (found by hypothesis on a [5, 1, 1, 3] net). 1e-12 still catches a 1e-6
+  relative error in any entry above 1e-6.
 """
 
 import ast
@@ -38,6 +52,11 @@ RTOL = 1e-8
 ATOL = 1e-14
 FLOAT_OUTPUTS = ("w_final", "valid_loss", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0",
                  "d_X_train")
+ADAM_FLOAT_OUTPUTS = ("w_final", "valid_loss", "d_alpha", "d_beta1", "d_beta2", "d_epsilon",
+                      "d_init_scale", "d_l2", "d_w0", "d_X_train")
+ADAM_GOLDEN_RTOL = 1e-7
+ADAM_RTOL = 3e-7
+ADAM_ATOL = 1e-12
 
 
 def test_the_reference_imports_nothing_from_revlearn():
@@ -49,7 +68,10 @@ def test_the_reference_imports_nothing_from_revlearn():
 
 def reference_answers(case):
     """The independent answers for the inputs of a Case (only its input arrays are read)."""
-    inputs = {k: getattr(case, k) for k in reference.INPUT_KEYS}
+    adam = case.optimizer == "adam"
+    inputs = {k: getattr(case, k) for k in (reference.ADAM_INPUT_KEYS if adam
+                                            else reference.INPUT_KEYS)}
+    inputs["optimizer"] = case.optimizer
     return reference.answers(inputs, grad_train_inputs=case.grad_train_inputs)
 
 
@@ -69,26 +91,40 @@ def compare_with_reference(case_path, answers, rtol=RTOL):
 def test_golden_case_agrees_with_the_independent_reference(name):
     path = GOLDEN / f"{name}.npz"
     ref = oracle.read_case(path)
-    rows, table = compare_with_reference(path, reference_answers(ref.case))
+    rtol = ADAM_GOLDEN_RTOL if ref.case.optimizer == "adam" else RTOL
+    rows, table = compare_with_reference(path, reference_answers(ref.case), rtol)
     assert {r.key for r in rows} == set(ref.outputs) - set(oracle.EXACT_KEYS)
     assert all(r.ok for r in rows), f"{name} against the independent reference:\n{table}"
 
 
+GOLDEN_WITH_DX = {"synthetic_tanh_group_l2_dX": FLOAT_OUTPUTS,
+                  "synthetic_tanh_adam_schedules_dX": ADAM_FLOAT_OUTPUTS}
+
+
 @pytest.fixture(scope="module")
-def golden_with_dX():
-    path = GOLDEN / "synthetic_tanh_group_l2_dX.npz"
-    return path, reference_answers(oracle.read_case(path).case)
+def independent_answers():
+    """The reference's answers for a golden case, computed once per module."""
+    cache = {}
+
+    def answers(name):
+        if name not in cache:
+            cache[name] = reference_answers(oracle.read_case(GOLDEN / f"{name}.npz").case)
+        return cache[name]
+    return answers
 
 
-@pytest.mark.parametrize("key", FLOAT_OUTPUTS)
-def test_an_answer_off_by_1e_6_fails_the_golden_comparison(golden_with_dX, tmp_path, key):
+@pytest.mark.parametrize("name, key", [(n, k) for n, keys in GOLDEN_WITH_DX.items() for k in keys])
+def test_an_answer_off_by_1e_6_fails_the_golden_comparison(independent_answers, tmp_path, name,
+                                                           key):
     # negative control: revlearn's case file with one output scaled by 1 + 1e-6
-    path, answers = golden_with_dX
+    path = GOLDEN / f"{name}.npz"
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     arrays[key] = arrays[key] * (1 + 1e-6)
     np.savez(tmp_path / "perturbed.npz", **arrays)
-    rows, table = compare_with_reference(tmp_path / "perturbed.npz", answers)
+    rtol = ADAM_GOLDEN_RTOL if "adam" in name else RTOL
+    rows, table = compare_with_reference(tmp_path / "perturbed.npz", independent_answers(name),
+                                         rtol)
     assert [r.key for r in rows if not r.ok] == [key], table
 
 
@@ -152,14 +188,46 @@ def test_random_cases_agree_with_the_independent_reference(spec):
     assert not bad, f"{spec}\n" + "\n".join(f"{k} {v}" for k, v in bad.items())
 
 
-def test_an_answer_off_by_1e_6_fails_the_random_case_comparison():
+@st.composite
+def adam_specs(draw):
+    """Small random Adam cases: as `specs`, with beta1 and beta2 per step and group anywhere on
+    their lattice n / 2**16 (1 <= n <= 2**16 - 1), alpha up to 0.05 and epsilon per group from
+    1e-6 to 0.1 (see the module's doc for smaller epsilons)."""
+    spec = draw(specs())
+    T, G = len(spec["alpha"]), len(spec["init_scale"])
+    lattice = st.integers(1, D16 - 1)
+    del spec["gamma"]
+    spec.update(
+        optimizer="adam",
+        alpha=draw(arrays(np.float64, (T, G), elements=zero_or(1e-4, 0.05))).tolist(),
+        beta1=(draw(arrays(np.int64, (T, G), elements=lattice)) / D16).tolist(),
+        beta2=(draw(arrays(np.int64, (T, G), elements=lattice)) / D16).tolist(),
+        epsilon=draw(arrays(np.float64, (G,), elements=st.floats(1e-6, 0.1))).tolist())
+    return spec
+
+
+@given(adam_specs())
+def test_random_adam_cases_agree_with_the_independent_reference(spec):
+    case = revlearn.make_case(spec)
+    res = revlearn.hypergradient(case)
+    theirs = reference_answers(case)
+    assert set(theirs) == {k for k in ADAM_FLOAT_OUTPUTS if getattr(res, k) is not None}
+    bad = mismatches({k: getattr(res, k) for k in theirs}, theirs, rtol=ADAM_RTOL,
+                     atol=ADAM_ATOL)
+    assert not bad, f"{spec}\n" + "\n".join(f"{k} {v}" for k, v in bad.items())
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_an_answer_off_by_1e_6_fails_the_random_case_comparison(optimizer):
     # negative control for `mismatches`: one output of one case scaled by 1 + 1e-6
-    case = revlearn.make_case(dict(layer_sizes=[3, 4, 2], activation="relu", n_train=12,
-                                   n_valid=6, n_iters=15, batch_size=4, seed=5, alpha=0.3,
-                                   gamma=0.8, init_scale=0.5, l2=0.01, grad_train_inputs=True))
+    own = dict(gamma=0.8) if optimizer == "momentum" else dict(optimizer="adam", alpha=0.02)
+    case = revlearn.make_case(dict(dict(layer_sizes=[3, 4, 2], activation="relu", n_train=12,
+                                        n_valid=6, n_iters=15, batch_size=4, seed=5, alpha=0.3,
+                                        init_scale=0.5, l2=0.01, grad_train_inputs=True), **own))
     res = revlearn.hypergradient(case)
     theirs = reference_answers(case)
     ours = {k: getattr(res, k) for k in theirs}
-    assert not mismatches(ours, theirs)
+    rtol = RTOL if optimizer == "momentum" else ADAM_RTOL
+    assert not mismatches(ours, theirs, rtol)
     for key in theirs:
-        assert list(mismatches(dict(ours, **{key: ours[key] * (1 + 1e-6)}), theirs)) == [key]
+        assert list(mismatches(dict(ours, **{key: ours[key] * (1 + 1e-6)}), theirs, rtol)) == [key]

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import ans, kernels, lanes, mlp, multitask, sgd
+from revlearn import adam, ans, kernels, lanes, mlp, multitask, sgd, wide
 from revlearn import exact as refexact
 from revlearn import fixedpoint as fp
 from revlearn.case import Case
+from revlearn.kernels import adam as kadam
 from revlearn.kernels import elementary as kelementary
 from revlearn.kernels import exact, jit
 from revlearn.kernels import lanes as klanes
@@ -261,6 +262,144 @@ def test_a_non_finite_gradient_is_reported_at_its_first_lane(rng):
     assert_same(fp.from_fixed(W), klanes.from_fixed(W), "from_fixed")
 
 
+# --- Adam's exact step, its inverse and its adjoints ----------------------------------------
+
+def random_adam_hyper(rng, P):
+    """A StepHyper with betas anywhere on their lattice (1, 2 and 2**16 - 1 present), bias
+    corrections c = 1 - beta x, x in [0, 1) (at least 1 - beta, as every c_t), and epsilons from
+    1e-12 to 1."""
+    n1, n2 = random_n(rng, P), random_n(rng, P)
+    n1[n1 == fp.D], n2[n2 == fp.D] = fp.D - 1, fp.D - 1
+    n2[-1] = fp.D - 1
+    b1, b2 = n1 / fp.D, n2 / fp.D
+    return adam.StepHyper(rng.uniform(0, 0.05, P), b1, b2, n1, n2,
+                          1 - b1 * rng.uniform(0, 1, P), 1 - b2 * rng.uniform(0, 1, P),
+                          np.exp(rng.uniform(np.log(1e-12), 0, P)))
+
+
+def copy_moments(state):
+    return adam.Moments(*(wide.Wide(a.H.copy(), a.L.copy()) for a in state))
+
+
+def assert_same_moments(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.H, y.H) and np.array_equal(x.L, y.L)
+
+
+@pytest.mark.parametrize("P, parts, threads", [(1001, 1, 1), (3 * LANES + 17, 2, 2),
+                                               (9 * LANES + 5, 3, 3)])
+def test_adam_lane_passes_are_bit_identical_to_refimpl(P, parts, threads, rng):
+    # a whole step of Adam's each way on every lane: the gradient in parts, both decays and their
+    # inverses on one buffer, the fixed-point updates, the blocked dot products and the adjoints
+    workers = Workers(threads)
+    offsets = np.array([0, 7, min(LANES + 3, P // 2), P - 40, P])  # groups across the blocks
+    lam = rng.uniform(0, 0.1, P)
+    W = fp.to_fixed(rng.normal(size=P))
+    zeros = adam.Moments(wide.zeros(P), wide.zeros(P))
+    state = [(W, zeros, ans.new_buffer(P), fp.from_fixed(W)),
+             (W.copy(), copy_moments(zeros), ans.new_buffer(P), fp.from_fixed(W))]
+    history = []
+    for _ in range(30):
+        G, h = rng.standard_normal((parts, P)) * 0.1, random_adam_hyper(rng, P)
+        history.append((G, h))
+        state[0] = adam.forward(*state[0], G, lam, h, SERIAL)[:4]
+        state[1] = kadam.forward(*state[1], G, lam, h, workers)[:4]
+        assert np.array_equal(state[0][0], state[1][0])
+        assert_same_moments(state[0][1], state[1][1])
+        assert_same_buffer(state[0][2], state[1][2])
+        assert_same(state[0][3], state[1][3], "w_{t+1}")
+    assert state[1][2].peak.min() > 0
+    adj = adam.Adjoint(*rng.standard_normal((4, P)))
+    adjs = [adam.Adjoint(*(a.copy() for a in adj)), adam.Adjoint(*(a.copy() for a in adj))]
+    (W0, st0, buf0, _), (W1, st1, buf1, _) = state
+    for G, h in reversed(history):
+        ref = adam.reverse_before(W0, st0, adjs[0], h, offsets, SERIAL)
+        ker = kadam.reverse_before(W1, st1, adjs[1], h, offsets, workers)
+        assert np.array_equal(ref[0], ker[0])
+        for a, b, name in zip(ref[1:], ker[1:], ("w", "d_alpha", "e", "k"), strict=True):
+            assert_same(a, b, name)
+        W0, w0, W1, w1 = ref[0], ref[1], ker[0], ker[1]
+        ref = adam.reverse_moments(st0, buf0, adjs[0], G, lam, w0, h, offsets, SERIAL)
+        ker = kadam.reverse_moments(st1, buf1, adjs[1], G, lam, w1, h, offsets, workers)
+        (st0, buf0), (st1, buf1) = ref[:2], ker[:2]
+        assert_same_moments(st0, st1)
+        assert_same_buffer(buf0, buf1)
+        for a, b, name in zip(ref[2:], ker[2:], ("dg", "d1", "d2"), strict=True):
+            assert_same(a, b, name)
+        H = rng.standard_normal((parts, P))
+        adam.reverse_after(adjs[0], H, lam, w0, ref[2], h, SERIAL)
+        kadam.reverse_after(adjs[1], H, lam, w1, ker[2], h, workers)
+        for a, b in zip(adjs[0], adjs[1], strict=True):
+            assert_same(a, b, "adjoint")
+    assert ans.is_initial(buf1) and np.array_equal(W1, W)
+    assert not any(a.any() for part in st1 for a in part)
+
+
+@pytest.mark.parametrize("where", ["m increment", "m wraps", "s increment", "s wraps",
+                                   "alpha u", "w wraps"])
+def test_adam_step_raises_what_refimpl_raises(where, rng):
+    P = 6
+    W, G = np.zeros(P, np.int64), np.full((1, P), 0.5)
+    state = adam.Moments(wide.zeros(P), wide.zeros(P))
+    h = adam.StepHyper(np.full(P, 0.01), np.full(P, 0.5), np.full(P, 0.5),
+                       np.full(P, fp.D // 2), np.full(P, fp.D // 2), np.full(P, 0.5),
+                       np.full(P, 0.5), np.full(P, 1e-8))
+    if where == "m increment":
+        G[0, [2, 4]] = 1e5  # (1 - beta1) g = 5e4 is out of range
+    elif where == "m wraps":
+        state.m.H[[1, 3]] = 2**62
+        G[0, :] = 3.5e3  # 1024 + 1750 leaves the range
+    elif where == "s increment":
+        G[0, [3, 5]] = 1e2  # (1 - beta2) g g = 5e3
+    elif where == "s wraps":
+        state.s.H[[0, 4]] = 2**62
+        G[0, :] = 59.0  # 1024 + 1740.5
+    elif where == "alpha u":
+        h.alpha[[3, 5]] = 1e9
+    else:
+        W[[0, 5]] = -2**63 + 2**40
+    args = (G, np.zeros(P), h)
+    with pytest.raises(fp.RangeError) as ref:
+        adam.forward(W.copy(), copy_moments(state), ans.new_buffer(P), fp.from_fixed(W), *args,
+                     SERIAL)
+    with pytest.raises(fp.RangeError) as ker:
+        kadam.forward(W.copy(), copy_moments(state), ans.new_buffer(P), fp.from_fixed(W), *args,
+                      Workers(2))
+    assert (ker.value.index, ker.value.value) == (ref.value.index, ref.value.value)
+
+
+def adam_grid_spec(activation, T, schedule, rng):
+    spec = small_spec(activation=activation, n_iters=T, grad_train_inputs=True,
+                      optimizer="adam", alpha=0.02, l2_per_weight=schedule == "per-weight l2")
+    del spec["gamma"]
+    G = 6
+    if schedule == "per step and group":
+        beta1 = rng.integers(1, fp.D, (T, G)) / fp.D
+        beta1[::3] = 1 - 2.0**-16
+        beta1[1::4, ::2] = 2.0**-16
+        spec.update(alpha=rng.uniform(0.005, 0.05, (T, G)).tolist(), beta1=beta1.tolist(),
+                    beta2=(rng.integers(1, fp.D, (T, G)) / fp.D).tolist(),
+                    epsilon=np.exp(rng.uniform(np.log(1e-10), 0, G)).tolist(),
+                    l2=rng.uniform(0, 0.05, G).tolist())
+    return spec
+
+
+@pytest.mark.parametrize("T", [1, 24, 150])
+@pytest.mark.parametrize("schedule", ["per step and group", "torch defaults", "per-weight l2"])
+def test_adam_hypergradient_is_identical_to_refimpl(T, schedule, activation, rng):
+    case = revlearn.make_case(adam_grid_spec(activation, T, schedule, rng))
+    ref = revlearn.hypergradient(case, backend="numpy", threads=1)
+    ker = revlearn.hypergradient(case, backend="numba", threads=2)
+    assert ref.exact_recovery and ker.exact_recovery
+    assert ref.valid_loss == ker.valid_loss and ref.buffer_bits == ker.buffer_bits
+    for key in ("w_final", "train_losses", "d_alpha", "d_beta1", "d_beta2", "d_epsilon",
+                "d_init_scale", "d_l2", "d_w0", "d_X_train"):
+        assert_same(getattr(ref, key), getattr(ker, key), key)
+    for exact_ in (True, False):
+        a, b = (revlearn.train(case, exact=exact_, backend=be) for be in ("numpy", "numba"))
+        assert_same(a.w_final, b.w_final, "w_final")
+
+
 # --- the MLP passes ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sizes", [(5, 3), (5, 7, 3), (4, 6, 5, 4), (9, 16, 12, 10), (3, 1, 2)])
@@ -426,7 +565,7 @@ def policy_violations(dispatcher):
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no dispatchers without the JIT")
 def test_every_kernel_follows_the_one_jit_policy():
-    found = [obj for module in (exact, kmlp, klanes, jit, kelementary)
+    found = [obj for module in (exact, kmlp, klanes, jit, kelementary, kadam)
              for obj in vars(module).values()
              if isinstance(obj, numba.core.registry.CPUDispatcher)]
     assert len(found) >= 20
@@ -492,6 +631,16 @@ def test_kernel_bodies_agree_with_refimpl_without_the_jit():
             assert ker.exact_recovery and ref.buffer_bits == ker.buffer_bits
             for k in ("w_final", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0",
                       "d_X_train"):
+                assert np.array_equal(getattr(ref, k), getattr(ker, k)), k
+            case = revlearn.make_case(dict(layer_sizes=[4, 5, 3], activation=act, n_train=12,
+                n_valid=6, n_iters=15, batch_size=4, optimizer="adam", alpha=0.02,
+                beta1=[[0.9, 2**-16, 1 - 2**-16, 0.5]] * 15, epsilon=1e-6, init_scale=0.5,
+                l2=0.01, grad_train_inputs=True))
+            ref = revlearn.hypergradient(case, backend="numpy")
+            ker = revlearn.hypergradient(case, backend="numba")
+            assert ker.exact_recovery and ref.buffer_bits == ker.buffer_bits
+            for k in ("w_final", "d_alpha", "d_beta1", "d_beta2", "d_epsilon", "d_init_scale",
+                      "d_l2", "d_w0", "d_X_train"):
                 assert np.array_equal(getattr(ref, k), getattr(ker, k)), k
         print("agree")
     """, NUMBA_DISABLE_JIT="1")

@@ -185,3 +185,49 @@ def test_entries_at_zero_stay_zero_on_a_log_scale():
     learned = state.hyper()["l2"]
     assert np.all(learned[l2 == 0] == 0)
     assert np.all(learned[l2 > 0] > 0) and not np.allclose(learned[l2 > 0], 0.02)
+
+
+@pytest.fixture
+def adam_case():
+    spec = small_spec(optimizer="adam", alpha=0.02, beta2=0.99, epsilon=1e-4, l2=0.02)
+    del spec["gamma"]
+    return revlearn.make_case(spec)
+
+
+@pytest.mark.parametrize("name", ["alpha", "epsilon", "init_scale"])
+def test_adams_meta_gradient_matches_finite_differences_of_training_runs(adam_case, name):
+    config = MetaConfig(learn=(name,))
+    state = meta.init(adam_case, config)
+    _, step = meta.step(adam_case, state, config)
+    theta = state.theta[name]
+    last = tuple(s - 1 for s in theta.shape)
+    check_grad(lambda t: objective(adam_case, state, config, name, t), theta, step.grad[name],
+               directions=2, coords=[(0,) * theta.ndim, last], step=1e-4 if name == "epsilon"
+               else 1e-3, rtol=RTOL, name=f"theta[{name}]")
+
+
+@pytest.mark.parametrize("name", ["beta1", "beta2"])
+def test_beta_meta_gradient_is_the_hypergradient_times_the_sigmoid_slope(adam_case, name, rng):
+    # the betas are quantised by the Case, so the logit's chain is checked on a smooth function
+    config = MetaConfig(learn=(name,))
+    state = meta.init(adam_case, config)
+    _, step = meta.step(adam_case, state, config)
+    p = 1.0 / (1.0 + np.exp(-state.theta[name]))
+    assert np.allclose(step.grad[name], getattr(step.result, "d_" + name) * p * (1 - p),
+                       rtol=1e-12, atol=0)
+    theta = rng.normal(2.0, 2.0, (5, 4))
+    c = rng.standard_normal((5, 4))
+    f = lambda t: float(np.sum(c * meta.BETA_LOGIT.forward(t) ** 2))  # noqa: E731
+    h = meta.BETA_LOGIT.forward(theta)
+    check_grad(f, theta, meta.BETA_LOGIT.chain(theta, h, 2 * c * h), directions=3,
+               coords=[(0, 0)], rtol=1e-8, name=f"theta[{name}]")
+    assert meta.BETA_LOGIT.forward(np.array([40.0]))[0] == 1 - 2.0**-16  # inside Adam's range
+
+
+def test_learning_another_optimizers_hyperparameters_is_refused(case, adam_case):
+    with pytest.raises(revlearn.InputError, match="learn names gamma, which a case trained with "
+                                                  "adam does not have"):
+        meta.init(adam_case, MetaConfig(learn=("alpha", "gamma")))
+    with pytest.raises(revlearn.InputError, match="beta1, epsilon, which a case trained with "
+                                                  "momentum"):
+        meta.init(case, MetaConfig(learn=("beta1", "epsilon")))

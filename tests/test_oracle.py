@@ -52,7 +52,8 @@ def outputs_of(path, tmp_path):
 def test_case_file_holds_every_design_key_with_its_dtype(case_file):
     with np.load(case_file, allow_pickle=False) as f:
         a = {k: f[k] for k in f.files}
-    assert set(a) == set(oracle.INPUT_KEYS) | set(oracle.OUTPUT_KEYS) | {"provenance"}
+    assert set(a) == set(oracle.INPUT_KEYS) | set(oracle.OUTPUT_KEYS) | {"provenance", "optimizer"}
+    assert str(a["optimizer"]) == "momentum"
     made_by = json.loads(str(a["provenance"]))
     assert made_by["numpy"] == np.__version__ and "blas" in made_by and "cpu_simd" in made_by
     assert a["spec"].ndim == 0 and json.loads(str(a["spec"]))["n_iters"] == 24
@@ -87,6 +88,66 @@ def test_write_is_atomic(tmp_path, monkeypatch, small_case):
         oracle.write_case(path, small_case, res)
     assert path.read_bytes() == b"previous contents"
     assert [p.name for p in tmp_path.iterdir()] == ["case.npz"]  # no temporary left behind
+
+
+@pytest.fixture(scope="module")
+def adam_case_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adam")
+    spec = small_spec(optimizer="adam", alpha=0.02, beta2=0.99, grad_train_inputs=True)
+    del spec["gamma"]
+    (folder / "spec.json").write_text(json.dumps(spec))
+    path = folder / "case.npz"
+    assert cli.main(["oracle", str(folder / "spec.json"), "-o", str(path)]) == 0
+    return path
+
+
+def test_an_adam_case_file_holds_adams_keys(capsys, adam_case_file):
+    with np.load(adam_case_file, allow_pickle=False) as f:
+        a = {k: f[k] for k in f.files}
+    assert set(a) == (set(oracle.ADAM_INPUT_KEYS) | set(oracle.ADAM_OUTPUT_KEYS)
+                      | {"provenance", "optimizer"})
+    assert str(a["optimizer"]) == "adam" and "gamma" not in a and "d_gamma" not in a
+    for key in ("beta1", "beta2"):
+        assert np.all(a[key] * 2**16 == np.round(a[key] * 2**16))  # effective betas
+    assert a["d_beta1"].shape == a["d_beta2"].shape == a["alpha"].shape
+    assert a["epsilon"].shape == a["d_epsilon"].shape == a["init_scale"].shape
+    ref = oracle.read_case(adam_case_file)
+    assert ref.case.optimizer == "adam" and np.array_equal(ref.case.beta2, a["beta2"])
+    res = revlearn.hypergradient(ref.case)
+    assert np.array_equal(res.d_beta1, ref.outputs["d_beta1"])
+    code, out, err = run(capsys, "check", adam_case_file, adam_case_file)
+    assert code == 0 and "d_epsilon" in out and "all 12 outputs agree" in out
+
+
+def test_case_files_without_an_optimizer_key_are_momentums():
+    with np.load(GOLDEN / "synthetic_tanh_group_l2_dX.npz", allow_pickle=False) as f:
+        assert "optimizer" not in f.files  # written before Adam
+    assert oracle.read_case(GOLDEN / "synthetic_tanh_group_l2_dX.npz").case.optimizer == "momentum"
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(optimizer=np.array("rmsprop")), "optimizer is 'rmsprop'; it must be the 0-d string"),
+    (dict(optimizer=np.array([1.0])), "optimizer is float64 array of shape"),
+    (dict(beta1=None), "lacks beta1"),
+    (dict(beta2=np.full((24, 6), 0.99)), "beta2 holds values that are not n / 2"),
+    (dict(epsilon=np.zeros(6)), r"epsilon\[0\] = 0.0 is not > 0"),
+])
+def test_a_malformed_adam_case_file_exits_2(capsys, adam_case_file, tmp_path, change, reason):
+    bad = copy_with(adam_case_file, tmp_path / "bad.npz", **change)
+    code, out, err = run(capsys, "check", bad, adam_case_file)
+    assert code == 2 and err.count("\n") == 1 and re.search(reason, err), err
+
+
+def test_another_optimizers_answers_are_refused(capsys, adam_case_file, tmp_path):
+    theirs = copy_with(adam_case_file, tmp_path / "theirs.npz")
+    with np.load(theirs, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez(theirs, d_gamma=arrays["d_beta1"], w_final=arrays["w_final"])
+    code, out, err = run(capsys, "check", adam_case_file, theirs)
+    assert code == 2 and "unknown key(s) d_gamma" in err and "d_beta1" in err
+    np.savez(theirs, optimizer=np.array("momentum"), w_final=arrays["w_final"])
+    code, out, err = run(capsys, "check", adam_case_file, theirs)
+    assert code == 2 and "holds optimizer different from the case's" in err
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -318,10 +379,12 @@ def test_golden_case_is_reproduced(name):
     ref = oracle.read_case(GOLDEN / f"{name}.npz")
     case = revlearn.make_case(spec)
     mine = oracle.case_arrays(case, revlearn.hypergradient(case))
-    for key in oracle.INPUT_KEYS[1:]:
+    input_keys, output_keys = oracle.keys_of(case.optimizer)
+    assert ref.case.optimizer == case.optimizer
+    for key in input_keys[1:]:
         assert np.array_equal(mine[key], getattr(ref.case, key) if key != "layer_sizes"
                               else np.array(ref.case.layer_sizes)), key
-    assert set(ref.outputs) == {k for k in mine if k in oracle.OUTPUT_KEYS}
+    assert set(ref.outputs) == {k for k in mine if k in output_keys}
     for key, want in ref.outputs.items():
         if key == "buffer_bits":
             assert abs(int(mine[key]) - int(want)) <= 32 * 8, key  # a few words either way

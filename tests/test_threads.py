@@ -102,6 +102,25 @@ def test_train_and_valid_loss_are_the_same_bits_on_every_thread_count(case):
     assert len(losses) == 1
 
 
+ADAM_OUTPUTS = ("w_final", "train_losses", "d_alpha", "d_beta1", "d_beta2", "d_epsilon",
+                "d_init_scale", "d_l2", "d_w0", "d_X_train")
+
+
+def test_adams_hypergradient_is_the_same_bits_on_every_thread_count_and_backend(case):
+    # beta1 0.1: 3.3 bits per parameter per step, so that the 12 steps put words on the stacks
+    adam = case.replace(optimizer="adam", gamma=None, alpha=np.full(case.alpha.shape, 0.01),
+                        beta1=np.full(case.alpha.shape, 0.1),
+                        beta2=np.full(case.alpha.shape, 0.999), epsilon=np.full(case.G, 1e-8))
+    results = [revlearn.hypergradient(adam, backend=b, threads=n) for b, n in CONFIGS]
+    ref = results[0]
+    assert ref.exact_recovery and ref.buffer_bits > 64 * adam.P
+    for res in results[1:]:
+        assert res.exact_recovery and res.buffer_bits == ref.buffer_bits
+        assert res.valid_loss == ref.valid_loss
+        for key in ADAM_OUTPUTS:
+            assert np.array_equal(bits(getattr(res, key)), bits(getattr(ref, key))), key
+
+
 def test_the_answer_depends_on_the_row_chunks(case):
     # negative control for the partition: cut a batch of 250 rows into 2 chunks instead of 3 and
     # the gradient changes in its last bits (so the tests above would see a thread-dependent cut)

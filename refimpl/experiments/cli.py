@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .. import blas
+from ..case import OPTIMIZERS
 from ..errors import InputError
 from ..sgd import BACKENDS, get_backend
 from ..threads import available_cores
@@ -47,6 +48,9 @@ def add_parser(subparsers):
     p.add_argument("--paper", action="store_true", help="the paper's full settings (slower)")
     p.add_argument("--small", action="store_true",
                    help="a small, quick version (for smoke tests; the numbers mean little)")
+    p.add_argument("--optimizer", metavar="NAME", default="momentum",
+                   help="what the training runs use: momentum (SGD with momentum, the default) or "
+                   "adam (schedules only: learns alpha, beta1, beta2 per step and group)")
     p.add_argument("--mnist", metavar="DIR",
                    help="folder with the canonical MNIST files: test on all 10,000 t10k images "
                    "instead of the embedded 5,000")
@@ -81,7 +85,8 @@ def _options(args):
     threads = threads_flag(args.threads)
     if args.resume:
         fixed = [f for f, v in (("--seed", args.seed != "0"), ("--paper", args.paper),
-                 ("--small", args.small), ("--mnist", args.mnist), ("--out", args.out)) if v]
+                 ("--small", args.small), ("--mnist", args.mnist), ("--out", args.out),
+                 ("--optimizer", args.optimizer != "momentum")) if v]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change on --resume: the checkpoint "
                              "fixes them (--meta-iters may extend a run; --backend and "
@@ -91,7 +96,7 @@ def _options(args):
             raise InputError(f"--resume {args.resume}: its checkpoint asks for "
                              f"{options['meta_iters']} meta-iterations, more than "
                              f"{MAX_META_ITERS:,}")
-        for key, known in (("preset", PRESETS), ("backend", BACKENDS)):
+        for key, known in (("preset", PRESETS), ("backend", BACKENDS), ("optimizer", OPTIMIZERS)):
             if options[key] not in known:
                 raise InputError(f"--resume {args.resume}: its checkpoint names {key} "
                                  f"{options[key]!r}; this revlearn knows {', '.join(known)}")
@@ -112,9 +117,15 @@ def _options(args):
         raise InputError(f"unknown experiment {name!r}; use one of {', '.join(PRESETS)}")
     if args.paper and args.small:
         raise InputError("--paper and --small contradict each other; give one")
+    if args.optimizer not in OPTIMIZERS:
+        raise InputError(f"--optimizer {args.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    if args.optimizer != "momentum" and name != "schedules":
+        raise InputError(f"--optimizer {args.optimizer}: only the schedules experiment trains "
+                         f"with it; {name!r} trains with momentum, as the paper")
     options = {"preset": name, "seed": _int("--seed", args.seed, 0), "backend": args.backend,
                "threads": threads, "paper": args.paper, "small": args.small,
-               "mnist_dir": str(Path(args.mnist).resolve()) if args.mnist else None}
+               "mnist_dir": str(Path(args.mnist).resolve()) if args.mnist else None,
+               "optimizer": args.optimizer}
     options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1, MAX_META_ITERS)
                              if args.meta_iters is not None
                              else PRESETS[name].default_meta_iters(options))

@@ -65,7 +65,7 @@ class Checkpoint(NamedTuple):
 
 OPTION_TYPES = {"preset": (str,), "seed": (int,), "backend": (str,), "threads": (int, type(None)),
                 "paper": (bool,), "small": (bool,), "mnist_dir": (str, type(None)),
-                "meta_iters": (int,)}
+                "meta_iters": (int,), "optimizer": (str,)}
 
 
 def read_checkpoint(out):
@@ -97,6 +97,8 @@ def read_checkpoint(out):
         raise InputError(f"{where}: checkpoint format {found} is not {FORMAT}; it was written by "
                          "another revlearn version")
     options, records, provenance = meta.get("options"), meta.get("records"), meta.get("provenance")
+    if isinstance(options, dict):
+        options.setdefault("optimizer", "momentum")  # checkpoints written before Adam
     _check_options(options, where)
     _check_records(records, options, where)
     if provenance is not None and not isinstance(provenance, dict):

@@ -5,6 +5,12 @@ initial scales, 1,608 hyperparameters at once.
 alpha (T, G) and gamma (T, G) per step and per parameter group, and the G = 8 initial scales, with
 Adam at meta step 0.04 on log alpha, logit gamma and log init_scale.
 
+`--optimizer adam` trains with Adam instead of SGD with momentum and learns alpha, beta1 and beta2
+per step and group (log alpha, logit beta1, logit beta2) and the initial scales, 2,408
+hyperparameters, from alpha = 0.01 and torch.optim.Adam's beta1 = 0.9, beta2 = 0.999 and
+epsilon = 1e-8 (fixed); alpha = 0.01 is the best constant of 0.001, 0.003, 0.01, 0.02, 0.03, 0.05
+on this problem's validation loss.
+
 Default (the main job, a few minutes at most on 2 cores): meta-objective = validation loss, one
 fixed seed, starting from a constant alpha = 1, gamma = 0.9, init_scale = 0.1; 30 meta-iterations.
 `--paper`: the paper's protocol: meta-objective = training loss, a fresh seed (initial noise and
@@ -33,6 +39,11 @@ PAPER = dict(DEFAULT, objective="train", fresh_seed=True, meta_iters=50)
 PAPER_BO_START = dict(alpha=float(np.exp(0.887)), gamma=float(1 / (1 + np.exp(-0.403))),
                       init_scale=float(np.exp(-1.63)))
 META_STEP = 0.04
+ADAM_START = dict(alpha=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8)
+
+
+YLABELS = {"alpha": "step size alpha_t", "gamma": "momentum gamma_t",
+           "beta1": "first-moment decay beta1_t", "beta2": "1 - beta2_t (second moment)"}
 
 
 def default_meta_iters(options):
@@ -49,20 +60,32 @@ class Job(common.MetaJob):
             options, n["n_train"], n["n_valid"], n["n_test"])
         lay = Layout(SIZES)
         rng = np.random.default_rng([options["seed"], 2**32 - 1])  # the fixed-seed run's draws
+        full = lambda value: np.full((steps, lay.G), value)  # noqa: E731
+        if options["optimizer"] == "adam":
+            a = ADAM_START
+            alpha, own = a["alpha"], dict(optimizer="adam", beta1=full(a["beta1"]),
+                                          beta2=full(a["beta2"]),
+                                          epsilon=np.full(lay.G, a["epsilon"]))
+            self.decays, trained_with = ("beta1", "beta2"), "Adam"
+        else:
+            alpha, own = s["alpha"], dict(gamma=full(s["gamma"]))
+            self.decays, trained_with = ("gamma",), "momentum"
         self.case = Case(layer_sizes=SIZES, activation="tanh", X_train=X, y_train=y, X_valid=Xv,
                          y_valid=yv, batches=sample_batches(len(X), steps, batch, rng),
-                         eps=rng.standard_normal(lay.P),
-                         alpha=np.full((steps, lay.G), s["alpha"]),
-                         gamma=np.full((steps, lay.G), s["gamma"]),
+                         eps=rng.standard_normal(lay.P), alpha=full(alpha), **own,
                          init_scale=np.full(lay.G, s["init_scale"]), l2=np.zeros(lay.G))
-        self.config = meta.MetaConfig(learn=("alpha", "gamma", "init_scale"), optimizer="adam",
-                                      step_size=META_STEP, objective=s["objective"],
-                                      fresh_seed=s["fresh_seed"], seed=options["seed"],
-                                      backend=options["backend"], threads=options.get("threads"))
+        self.config = meta.MetaConfig(learn=("alpha", *self.decays, "init_scale"),
+                                      optimizer="adam", step_size=META_STEP,
+                                      objective=s["objective"], fresh_seed=s["fresh_seed"],
+                                      seed=options["seed"], backend=options["backend"],
+                                      threads=options.get("threads"))
         self.n_steps = options["meta_iters"]
+        learned = lay.G * ((1 + len(self.decays)) * steps + 1)
         self.headline = (f"{'-'.join(map(str, SIZES))} tanh, {len(X)} MNIST training images, "
-                         f"T = {steps}, batch {batch}; learning {lay.G * (2 * steps + 1)} "
-                         f"hyperparameters (alpha, gamma per step and group, init scales) "
+                         f"T = {steps}, batch {batch}"
+                         + (", trained with Adam" if trained_with == "Adam" else "")
+                         + f"; learning {learned} hyperparameters (alpha, "
+                         f"{', '.join(self.decays)} per step and group, init scales) "
                          f"with Adam on the {common.OBJECTIVE_NAMES[s['objective']]} loss")
 
     def record(self, state, outcome):
@@ -78,7 +101,8 @@ class Job(common.MetaJob):
         first = records[0]
         summary = {"initial": {k: first[k] for k in final}, "learned": final,
                    "test_set": self.test_name, "meta_objective": self.config.objective,
-                   "alpha": case_f.alpha.tolist(), "gamma": case_f.gamma.tolist(),
+                   "optimizer": case_f.optimizer, "alpha": case_f.alpha.tolist(),
+                   **{k: getattr(case_f, k).tolist() for k in self.decays},
                    "init_scale": case_f.init_scale.tolist(),
                    "one_over_sqrt_fan_in": (1 / np.sqrt(lay.fan_in)).tolist(),
                    "learned_learning_curve": trained.train_losses.tolist()}
@@ -93,28 +117,36 @@ class Job(common.MetaJob):
         keys = ["i", "train_loss", "valid_loss", "test_loss", "test_error", "meta_objective",
                 "grad_norm"]
         common.write_history(out / "history.csv", records, keys, extra=("init_scale", names))
-        rows = [[t] + list(case_f.alpha[t]) + list(case_f.gamma[t]) for t in range(case_f.T)]
-        runner.write_csv(out / "schedules.csv", ["step"] + [f"alpha_{n}" for n in names]
-                         + [f"gamma_{n}" for n in names], rows)
+        columns = ("alpha", *self.decays)
+        rows = [[t] + [x for k in columns for x in getattr(case_f, k)[t]] for t in range(case_f.T)]
+        runner.write_csv(out / "schedules.csv",
+                         ["step"] + [f"{k}_{n}" for k in columns for n in names], rows)
         if plt is not None:
             files += self.plot(plt, out, case_f, records, trained, names)
         return summary, table, files
 
     def plot(self, plt, out, case_f, records, trained, names):
         lay, files = self.case.layout, []
-        fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+        rows = ("alpha", *self.decays)
+        fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3 * len(rows)), sharex=True)
         for col, (kind, first) in enumerate((("weights", 0), ("biases", 1))):
             for g in range(first, lay.G, 2):
                 label = f"layer {g // 2 + 1}"
-                axes[0, col].plot(case_f.alpha[:, g], ".-", label=label)
-                axes[1, col].plot(case_f.gamma[:, g], ".-", label=label)
+                for row, key in enumerate(rows):
+                    values = getattr(case_f, key)[:, g]
+                    axes[row, col].plot(1 - values if key == "beta2" else values, ".-",
+                                        label=label)
             axes[0, col].set_title(f"learned schedules, {kind}")
             axes[0, col].set_ylim(bottom=0)
-            axes[1, col].set_ylim(0, 1)
-            axes[1, col].set_xlabel("training step t")
-        axes[0, 0].set_ylabel("step size alpha_t")
-        axes[1, 0].set_ylabel("momentum gamma_t")
-        axes[1, 1].legend(frameon=False, fontsize=8, loc="lower left", ncol=2)
+            for row, key in enumerate(rows[1:], 1):
+                if key == "beta2":  # 0.999 and 0.99 are far apart: 1 - beta2 on a log scale
+                    axes[row, col].set_yscale("log")
+                else:
+                    axes[row, col].set_ylim(0, 1)
+            axes[-1, col].set_xlabel("training step t")
+        for row, key in enumerate(rows):
+            axes[row, 0].set_ylabel(YLABELS[key])
+        axes[-1, 1].legend(frameon=False, fontsize=8, loc="lower left", ncol=2)
         files.append(plotting.save(plt, fig, out / "schedules.png"))
 
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
