@@ -192,11 +192,18 @@ def test_random_cases_agree_with_the_independent_reference(spec):
 def adam_specs(draw):
     """Small random Adam cases: as `specs`, with beta1 and beta2 per step and group anywhere on
     their lattice n / 2**16 (1 <= n <= 2**16 - 1), alpha up to 0.05 and epsilon per group from
-    1e-6 to 0.1 (see the module's doc for smaller epsilons)."""
+    1e-6 to 0.1 (see the module's doc for smaller epsilons), and the output bias drawn away from
+    0. With every logit exactly 0 at step 0 (output weights and bias, or hidden units and bias,
+    all 0) the softmax is uniform and the output bias's gradient, sum_rows (1/K - y), cancels
+    exactly: to 0 in the reference's order of summation, to 1e-17 in revlearn's chunked one, and
+    Adam turns that round-off into d_epsilon's share alpha dw g / epsilon**2, 3e-7 of 0.09 in the
+    case hypothesis found ([1, 3], init_scale 0, epsilon 1e-6; method="stored" agrees with the
+    fixed point there): an ambiguity of float64 Adam, not an error of either."""
     spec = draw(specs())
     T, G = len(spec["alpha"]), len(spec["init_scale"])
     lattice = st.integers(1, D16 - 1)
     del spec["gamma"]
+    spec["init_scale"][-1] = draw(st.floats(0.05, 1.0))
     spec.update(
         optimizer="adam",
         alpha=draw(arrays(np.float64, (T, G), elements=zero_or(1e-4, 0.05))).tolist(),
