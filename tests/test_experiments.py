@@ -249,8 +249,9 @@ def rewrite_checkpoint(folder, meta_changes=None, array_changes=None, job=None):
 @pytest.mark.parametrize("change, message", [
     (dict(job=False), "lacks the run's description"),
     (dict(job="{not json"), "the run's description is not valid JSON"),
-    (dict(job="[1, 2]"), "checkpoint format None is not 2"),
-    (dict(meta_changes={"format": 1}), "checkpoint format 1 is not 2; it was written by another"),
+    (dict(job="[1, 2]"), "checkpoint format None is not 3"),
+    (dict(meta_changes={"format": 1}), "checkpoint format 1 is not 3; it was written by another"),
+    (dict(meta_changes={"options.meta_batch": 0}), "option meta_batch is 0, not a valid value"),
     (dict(meta_changes={"options.seed": None}), "the run's options are not preset, seed"),
     (dict(meta_changes={"options.seed": "zero"}), "option seed is 'zero', not a valid value"),
     (dict(meta_changes={"options.small": 1}), "option small is 1, not a valid value"),

@@ -58,7 +58,8 @@ class Job(common.MetaJob):
         self.config = meta.MetaConfig(learn=("alpha", "gamma", "init_scale"), optimizer="adam",
                                       step_size=META_STEP, objective=s["objective"],
                                       fresh_seed=s["fresh_seed"], seed=options["seed"],
-                                      backend=options["backend"], threads=options.get("threads"))
+                                      backend=options["backend"], threads=options.get("threads"),
+                                      meta_batch=options["meta_batch"])
         self.n_steps = options["meta_iters"]
         self.headline = (f"{'-'.join(map(str, SIZES))} tanh, {len(X)} MNIST training images, "
                          f"T = {steps}, batch {batch}; learning {lay.G * (2 * steps + 1)} "

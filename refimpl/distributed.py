@@ -1,0 +1,148 @@
+"""Many independent hypergradients at once: here, one after another, or on a dask cluster.
+
+`hypergradients(cases, client=None)` is ``[hypergradient(case) for case in cases]``; with a
+`dask.distributed` client the cases are computed on its workers and come back in order, the same
+bits (DESIGN §8: an answer depends on the problem, not on the process or the machine that
+computed it, among machines whose BLAS kernels agree: `check_workers`). The meta-batches of
+`revlearn.meta` and the step sizes of the chaos sweep go through `starmap`, which ships a base
+case to the workers once and sends each task only what differs: a function (by reference: the
+workers import revlearn, and its numba kernels load from their on-disk cache once per worker
+process) and a few small arguments.
+
+On a cluster each task runs revlearn on one thread (one single-threaded worker process per
+core), and `base` is replicated on every worker: a worker that dies takes no only copy with it,
+and dask recomputes the tasks it held on the others, which give the same bits. dask is optional
+(`pip install 'revlearn[dask]'`): this module imports it only when given a client.
+"""
+
+import contextlib
+import weakref
+from dataclasses import fields
+
+from . import blas
+from .case import Case, require_case
+from .errors import InputError
+from .sgd import METHODS, get_backend, hypergradient
+from .threads import available_cores
+from .threads import resolve as resolve_threads
+
+_SHIPPED = weakref.WeakKeyDictionary()  # client -> {base: its future on the cluster}
+
+
+def hypergradients(cases, client=None, method="reversible", backend="auto", threads=None):
+    """[hypergradient(case, method, backend, threads) for case in cases], in order.
+
+    client: None (the reference: here, one case after another on `threads` threads) or a
+    dask.distributed Client (each case a task on its workers, on one thread; the arrays the
+    cases share with the first, the same array objects as `case.replace` leaves them, are
+    shipped to each worker once, and each task carries the rest). The same bits either way.
+    """
+    cases = list(cases)
+    for i, case in enumerate(cases):
+        require_case(case, f"revlearn.distributed.hypergradients (cases[{i}])")
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
+    get_backend(backend)
+    resolve_threads(threads)
+    if client is None or not cases:
+        return [hypergradient(c, method=method, backend=backend, threads=threads) for c in cases]
+    base = cases[0]
+    items = [(_differences(base, c), method, backend) for c in cases]
+    return list(starmap(_hypergradient, base, items, client))
+
+
+def _differences(base, case):
+    """The fields of `case` that are not the very objects of `base`'s."""
+    return {f.name: getattr(case, f.name) for f in fields(Case)
+            if getattr(case, f.name) is not getattr(base, f.name)}
+
+
+def _hypergradient(base, changes, method, backend):
+    case = base.replace(**changes) if changes else base
+    return hypergradient(case, method=method, backend=backend, threads=1)
+
+
+def starmap(fn, base, items, client=None):
+    """Yield fn(base, *item) for each item, in order.
+
+    client None: computed here when asked for, one after another (the reference). A dask
+    client: all submitted at the first request, `base` sent to every worker once per client (a
+    Case, kept weakly: the next call with the same base and client reuses the copies), each task
+    carrying fn (by reference: it must be importable on the workers) and its item; the results
+    come back in order as they are ready, a task's exception raised in turn. Closing the
+    generator early cancels the tasks not yet returned.
+    """
+    if client is None:
+        for item in items:
+            yield fn(base, *item)
+        return
+    shipped = ship(base, client)
+    futures = [client.submit(fn, shipped, *item, pure=False) for item in items]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        client.cancel(futures)
+
+
+def ship(base, client):
+    """`base` on every worker of `client`'s cluster: a future to pass to its tasks, sent once."""
+    _check_client(client)
+    on_client = _SHIPPED.setdefault(client, weakref.WeakKeyDictionary())
+    future = on_client.get(base)
+    if future is None or future.status != "finished":
+        future = client.scatter(base, broadcast=True, hash=False)
+        on_client[base] = future
+    return future
+
+
+def _check_client(client):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("a client was given, but dask.distributed is not installed; "
+                         "`pip install 'revlearn[dask]'`, or pass client=None") from None
+    if not isinstance(client, Client):
+        raise InputError(f"client must be a dask.distributed Client or None; received "
+                         f"{type(client).__name__}")
+
+
+@contextlib.contextmanager
+def connect(address="local"):
+    """A dask Client, closed on leaving: for address "local" on a LocalCluster started here (one
+    single-threaded worker process per core this process may use, closed with it), else on the
+    scheduler at `address` (tcp://HOST:PORT). An InputError, before anything starts, when dask
+    is not installed or no scheduler answers at the address (within dask's connect timeout,
+    `distributed.comm.timeouts.connect`)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("dask.distributed is not installed; `pip install 'revlearn[dask]'`") \
+            from None
+    if address == "local":
+        with LocalCluster(n_workers=available_cores(), threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(address)
+    except (OSError, ValueError) as e:
+        raise InputError(f"no dask scheduler answers at {address} ({e}); start one with `dask "
+                         "scheduler` and workers with `dask worker ADDRESS`, then give its "
+                         "address") from None
+    with client:
+        yield client
+
+
+def check_workers(client):
+    """A sentence naming the workers whose NumPy, BLAS library or kernel or CPU extensions differ
+    from this process's (the last bits of a matrix product may differ with them), or None."""
+    here = {k: blas.describe().get(k) for k in ("numpy", "blas", "cpu_simd")}
+    differ = [addr for addr, d in client.run(blas.describe).items()
+              if {k: d.get(k) for k in here} != here]
+    if not differ:
+        return None
+    return (f"{len(differ)} worker(s) ({', '.join(sorted(differ)[:3])}"
+            f"{' ...' if len(differ) > 3 else ''}) differ from this machine in NumPy, its BLAS "
+            "or the CPU's extensions; their answers may differ in the last bits from a serial run "
+            "here")
