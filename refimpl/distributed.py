@@ -16,6 +16,9 @@ and dask recomputes the tasks it held on the others, which give the same bits. d
 """
 
 import contextlib
+import logging
+import signal
+import threading
 import weakref
 from dataclasses import fields
 
@@ -83,6 +86,8 @@ def starmap(fn, base, items, client=None):
             yield future.result()
     finally:
         client.cancel(futures)
+        for future in futures:  # now, while the client is open, not when collected
+            future.release()
 
 
 def ship(base, client):
@@ -120,8 +125,11 @@ def connect(address="local"):
         raise InputError("dask.distributed is not installed; `pip install 'revlearn[dask]'`") \
             from None
     if address == "local":
-        with LocalCluster(n_workers=available_cores(), threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with _sigint_ignored():  # inherited by the worker processes: Ctrl-C reaches this one
+            cluster = LocalCluster(n_workers=available_cores(), threads_per_worker=1,
+                                   processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
+        with cluster, Client(cluster) as client:
             yield client
         return
     try:
@@ -132,6 +140,21 @@ def connect(address="local"):
                          "address") from None
     with client:
         yield client
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored meanwhile (in the main thread; elsewhere signals cannot be set), so that
+    processes started meanwhile ignore it too and Ctrl-C stops the client alone, which closes
+    them, rather than every worker printing its own KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def check_workers(client):

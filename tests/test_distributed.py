@@ -414,3 +414,41 @@ def test_an_unreachable_scheduler_is_one_line_before_any_write(tmp_path, capsys)
     assert err.startswith(f"revlearn run: error: no dask scheduler answers at {address} "), err
     assert "`dask scheduler`" in err
     assert not out.exists() and time.perf_counter() - start < 20
+
+
+@needs_dask
+def test_ctrl_c_stops_a_local_cluster_run_cleanly_and_it_resumes(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "revlearn", "run", "--small", "--meta-batch",
+                             "2", "--meta-iters", "400", "--dask", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=dict(os.environ, MPLBACKEND="Agg"))
+    printed = 0
+    for line in proc.stdout:
+        printed += line.startswith("meta-iteration")
+        if printed == 2:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
+            break
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == ""  # no worker prints a KeyboardInterrupt
+    assert f"Continue with: revlearn run --resume {out}" in rest
+    deadline = time.monotonic() + 10
+    while live_in_group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not live_in_group(proc.pid)  # the worker processes closed with the client
+    done = json.loads((out / runner.RESULTS).read_text())["steps_done"]
+    assert run(["--resume", str(out), "--meta-iters", str(done + 1)]) == 0
+    assert records(out)[-1]["i"] == done
+
+
+def live_in_group(pgid):
+    """The processes of group pgid that are not zombies."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(d.name)
+    return found
