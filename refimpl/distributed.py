@@ -22,6 +22,8 @@ import threading
 import weakref
 from dataclasses import fields
 
+import numpy as np
+
 from . import blas
 from .case import Case, require_case
 from .errors import InputError
@@ -36,9 +38,9 @@ def hypergradients(cases, client=None, method="reversible", backend="auto", thre
     """[hypergradient(case, method, backend, threads) for case in cases], in order.
 
     client: None (the reference: here, one case after another on `threads` threads) or a
-    dask.distributed Client (each case a task on its workers, on one thread; the arrays the
-    cases share with the first, the same array objects as `case.replace` leaves them, are
-    shipped to each worker once, and each task carries the rest). The same bits either way.
+    dask.distributed Client (each case a task on its workers, on one thread; the first case is
+    shipped to each worker once, and each task carries only the inputs in which its case
+    differs from the first). The same bits either way.
     """
     cases = list(cases)
     for i, case in enumerate(cases):
@@ -55,9 +57,18 @@ def hypergradients(cases, client=None, method="reversible", backend="auto", thre
 
 
 def _differences(base, case):
-    """The fields of `case` that are not the very objects of `base`'s."""
+    """The fields of `case` that differ from `base`'s: not the same object, nor an array or a
+    plain value equal to it."""
     return {f.name: getattr(case, f.name) for f in fields(Case)
-            if getattr(case, f.name) is not getattr(base, f.name)}
+            if not _same(getattr(base, f.name), getattr(case, f.name))}
+
+
+def _same(a, b):
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    return isinstance(a, (tuple, str, bool, dict)) and type(a) is type(b) and a == b
 
 
 def _hypergradient(base, changes, method, backend):

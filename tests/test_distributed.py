@@ -452,3 +452,10 @@ def live_in_group(pgid):
         if int(fields[2]) == pgid and fields[0] != "Z":
             found.append(d.name)
     return found
+
+
+def test_a_task_carries_only_what_its_case_changes(case):
+    assert set(distributed._differences(case, case.replace(alpha=case.alpha * 2))) == {"alpha"}
+    assert distributed._differences(case, case.replace()) == {}
+    other = revlearn.make_case(small_spec(l2=0.02, seed=4))  # the control: other data
+    assert {"X_train", "y_train", "eps"} <= set(distributed._differences(case, other))
