@@ -12,7 +12,8 @@ hypergradient d f / d h (with respect to the value h the Case uses) is chained t
 gamma is kept unquantised in theta; the Case quantises sigmoid(theta) to n / 2**16 and the chain
 treats that rounding as the identity (the hypergradient is taken at the effective gamma).
 
-Meta-steps on g = d f / d theta, per learned array, with i the number of steps already taken:
+Meta-steps on g = d f / d theta, per learned array, with i the number of steps already taken and
+eta = step_size, or step_size / (1 + i / tau) with a decay time tau (`step_decay`):
 
     gradient descent   theta <- theta - eta g
     Adam               m <- b1 m + (1 - b1) g,   s <- b2 s + (1 - b2) g**2
@@ -86,16 +87,18 @@ class MetaConfig:
 
     learn: names of the learned hyperparameters (a subset of LEARNABLE; the others stay frozen at
     the Case's values); optimizer "adam" or "sgd" (plain gradient descent) with meta step size
-    `step_size` (eta); Adam's b1, b2, eps; objective "valid" or "train"; fresh_seed: draw new eps
-    and batches each meta-iteration from (seed, i); meta_batch: K hypergradients per
-    meta-iteration, each on its own draws from (seed, i, k), the step on their mean; method,
-    backend and threads as in `hypergradient` (backend and threads change the speed, never the
-    results).
+    `step_size` (eta), divided by 1 + i / step_decay at meta-iteration i when step_decay is
+    given (in meta-iterations; None: constant); Adam's b1, b2, eps; objective "valid" or
+    "train"; fresh_seed: draw new eps and batches each meta-iteration from (seed, i);
+    meta_batch: K hypergradients per meta-iteration, each on its own draws from (seed, i, k),
+    the step on their mean; method, backend and threads as in `hypergradient` (backend and
+    threads change the speed, never the results).
     """
 
     learn: tuple = ("alpha", "gamma", "init_scale")
     optimizer: str = "adam"
     step_size: float = 0.04
+    step_decay: float = None
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
@@ -121,6 +124,12 @@ class MetaConfig:
                                  f"{', '.join(map(repr, allowed))}")
         if not (np.isfinite(self.step_size) and self.step_size > 0):
             raise InputError(f"step_size = {self.step_size!r}; the meta step size is a number > 0")
+        decay = self.step_decay
+        if decay is not None and not (isinstance(decay, (int, float, np.integer, np.floating))
+                                      and not isinstance(decay, (bool, np.bool_))
+                                      and np.isfinite(decay) and decay > 0):
+            raise InputError(f"step_decay = {decay!r}; give a number of meta-iterations > 0, or "
+                             "None for a constant meta step")
         if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0):
             raise InputError(f"Adam needs 0 <= b1, b2 < 1 and eps > 0; received b1={self.b1}, "
                              f"b2={self.b2}, eps={self.eps}")
@@ -232,6 +241,8 @@ def chain(state, result):
 def update(state, grad, config):
     """One meta-step (Adam or gradient descent) from state with meta-gradient grad."""
     eta, i = config.step_size, state.i
+    if config.step_decay is not None:
+        eta = eta / (1 + i / config.step_decay)
     if config.optimizer == "sgd":
         theta = {k: t - eta * grad[k] for k, t in state.theta.items()}
         return MetaState(i + 1, theta, state.m, state.s)

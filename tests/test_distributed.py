@@ -114,6 +114,29 @@ def test_a_bad_meta_batch_is_refused(bad):
         MetaConfig(meta_batch=bad)
 
 
+@pytest.mark.parametrize("bad", [0, -2.5, float("nan"), float("inf"), True, "10"])
+def test_a_bad_step_decay_is_refused(bad):
+    with pytest.raises(revlearn.InputError, match="step_decay = .*; give a number of "
+                       "meta-iterations > 0, or None"):
+        MetaConfig(step_decay=bad)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_decaying_meta_step_divides_eta_by_one_plus_i_over_tau(case, optimizer):
+    grad = {"alpha": np.linspace(-2, 3, case.alpha.size).reshape(case.alpha.shape)}
+    plain = MetaConfig(learn=("alpha",), optimizer=optimizer, step_size=0.3)
+    decayed = MetaConfig(learn=("alpha",), optimizer=optimizer, step_size=0.3, step_decay=4)
+    state = meta.init(case, plain)
+    for i in (0, 6):
+        at = meta.MetaState(i, state.theta, state.m, state.s)
+        a, b = meta.update(at, grad, plain), meta.update(at, grad, decayed)
+        move_a, move_b = (x.theta["alpha"] - state.theta["alpha"] for x in (a, b))
+        if i == 0:  # the control: the first step is the same
+            assert np.array_equal(move_a, move_b)
+        else:
+            assert np.allclose(move_b, move_a / (1 + 6 / 4), rtol=1e-12, atol=1e-15)
+
+
 def test_the_records_and_history_of_a_meta_batch_hold_its_spread(tmp_path, capsys):
     out = tmp_path / "mb"
     code, printed, err = run(["l2", "--small", "--meta-batch", "3", "--out", str(out)], capsys)
@@ -138,7 +161,7 @@ def test_a_format_2_checkpoint_resumes_as_a_meta_batch_of_one(tmp_path):
         arrays = {k: f[k] for k in f.files}
     job = json.loads(str(arrays.pop("__job__")))
     job["format"] = 2
-    del job["options"]["meta_batch"]
+    del job["options"]["meta_batch"], job["options"]["meta_step_decay"]
     np.savez(part / runner.CHECKPOINT, __job__=np.array(json.dumps(job)), **arrays)
     assert run(["--resume", str(part), "--meta-iters", "3"]) == 0
     assert records(part) == records(whole)
@@ -146,7 +169,8 @@ def test_a_format_2_checkpoint_resumes_as_a_meta_batch_of_one(tmp_path):
 
 def test_a_meta_batch_run_killed_mid_way_resumes_bit_for_bit(tmp_path):
     out, whole = tmp_path / "killed", tmp_path / "whole"
-    argv = ["schedules", "--small", "--meta-batch", "2", "--meta-iters", "6"]
+    argv = ["schedules", "--small", "--meta-batch", "2", "--meta-iters", "6",
+            "--meta-step-decay", "3"]
     proc = subprocess.Popen([sys.executable, "-m", "revlearn", "run", *argv, "--out", str(out)],
                             stdout=subprocess.PIPE, text=True, env=dict(os.environ,
                                                                         MPLBACKEND="Agg"))
@@ -206,6 +230,10 @@ def test_dask_flag_without_dask_is_one_line(tmp_path, capsys, monkeypatch):
     (["--meta-batch", "eight"], "--meta-batch 'eight': give an integer >= 1"),
     (["--meta-batch", "10001"], "--meta-batch '10001': give an integer >= 1 and <= 10,000"),
     (["chaos", "--meta-batch", "2"], "--meta-batch: the chaos sweep has no meta-iterations"),
+    (["--meta-step-decay", "0"], "--meta-step-decay '0': give a number of meta-iterations > 0"),
+    (["--meta-step-decay", "inf"], "--meta-step-decay 'inf': give a number"),
+    (["--meta-step-decay", "soon"], "--meta-step-decay 'soon': give a number"),
+    (["chaos", "--meta-step-decay", "5"], "--meta-step-decay: the chaos sweep takes no"),
     (["--dask", "schedules"], "--dask 'schedules': give a scheduler address such as "
      "tcp://HOST:PORT, or no value for a local cluster (to run schedules on a local cluster, "
      "write --dask after the name)"),
@@ -219,11 +247,13 @@ def test_bad_meta_batch_and_dask_flags_give_one_line(argv, message, tmp_path, ca
     assert not out.exists()
 
 
-def test_the_meta_batch_cannot_change_on_resume(tmp_path, capsys):
+def test_the_meta_batch_and_decay_cannot_change_on_resume(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(["data", "--small", "--meta-iters", "1", "--out", str(out)]) == 0
     code, _, err = run(["--resume", str(out), "--meta-batch", "2"], capsys)
     assert code == 2 and "--meta-batch cannot change on --resume" in err
+    code, _, err = run(["--resume", str(out), "--meta-step-decay", "9"], capsys)
+    assert code == 2 and "--meta-step-decay cannot change on --resume" in err
 
 
 def test_hypergradients_refuses_what_is_not_a_case_or_a_client(case):

@@ -7,6 +7,7 @@ interrupted by Ctrl-C (the last completed step is saved; `--resume DIR` continue
 
 import contextlib
 import json
+import math
 import re
 import sys
 import time
@@ -55,6 +56,9 @@ def add_parser(subparsers):
     p.add_argument("--meta-batch", metavar="K",
                    help="hypergradients per meta-iteration (default 1), each on its own fresh "
                    "initial noise and batches; the meta-step follows their mean")
+    p.add_argument("--meta-step-decay", metavar="TAU",
+                   help="divide the meta step by 1 + i / TAU at meta-iteration i (default: a "
+                   "constant meta step)")
     p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
                    help="compute a meta-batch (or the chaos sweep's step sizes) on a dask "
                    "cluster: alone, a local one with one single-threaded worker process per "
@@ -77,6 +81,19 @@ def _int(flag, text, minimum, maximum=None):
     if value is None or value < minimum or (maximum is not None and value > maximum):
         raise InputError(f"{flag} {text!r}: give an integer >= {minimum}"
                          + (f" and <= {maximum:,}" if maximum is not None else ""))
+    return value
+
+
+def _decay(text):
+    """The value of --meta-step-decay: None when not given, else a number > 0 (a float)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"--meta-step-decay {text!r}: give a number of meta-iterations > 0")
     return value
 
 
@@ -111,7 +128,8 @@ def _options(args):
     if args.resume:
         fixed = [f for f, v in (("--seed", args.seed != "0"), ("--paper", args.paper),
                  ("--small", args.small), ("--mnist", args.mnist), ("--out", args.out),
-                 ("--meta-batch", args.meta_batch is not None)) if v]
+                 ("--meta-batch", args.meta_batch is not None),
+                 ("--meta-step-decay", args.meta_step_decay is not None)) if v]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change on --resume: the checkpoint "
                              "fixes them (--meta-iters may extend a run; --backend, --threads "
@@ -150,9 +168,12 @@ def _options(args):
                              else PRESETS[name].default_meta_iters(options))
     options["meta_batch"] = (1 if args.meta_batch is None
                              else _int("--meta-batch", args.meta_batch, 1, MAX_META_BATCH))
+    options["meta_step_decay"] = _decay(args.meta_step_decay)
     if name == "chaos" and options["meta_batch"] != 1:
         raise InputError("--meta-batch: the chaos sweep has no meta-iterations to average over; "
                          "--dask alone computes its step sizes on a cluster")
+    if name == "chaos" and options["meta_step_decay"] is not None:
+        raise InputError("--meta-step-decay: the chaos sweep takes no meta-steps")
     out = Path(args.out or f"revlearn-runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     _check_out(out)
     return options, out, None, [], None

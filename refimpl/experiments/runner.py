@@ -16,6 +16,7 @@ Progress printing lives here, never in the maths.
 import csv
 import io
 import json
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -30,7 +31,8 @@ from ..npzfile import read_npz
 CHECKPOINT = "checkpoint.npz"
 RESULTS = "results.json"
 FORMAT = 3  # 2: the answers of revlearn 0.2 (chunks of rows, own tanh), threads and provenance;
-#             3: the option meta_batch (a format-2 checkpoint reads as meta_batch 1)
+#             3: the options meta_batch and meta_step_decay (a format-2 checkpoint reads as
+#                meta_batch 1, meta_step_decay None)
 
 
 def write_json(path, obj):
@@ -67,7 +69,7 @@ class Checkpoint(NamedTuple):
 
 OPTION_TYPES = {"preset": (str,), "seed": (int,), "backend": (str,), "threads": (int, type(None)),
                 "paper": (bool,), "small": (bool,), "mnist_dir": (str, type(None)),
-                "meta_iters": (int,), "meta_batch": (int,)}
+                "meta_iters": (int,), "meta_batch": (int,), "meta_step_decay": (float, type(None))}
 
 
 def read_checkpoint(out):
@@ -100,7 +102,7 @@ def read_checkpoint(out):
                          "another revlearn version")
     options, records, provenance = meta.get("options"), meta.get("records"), meta.get("provenance")
     if meta["format"] == 2 and isinstance(options, dict) and "meta_batch" not in options:
-        options["meta_batch"] = 1  # before meta-batches: one hypergradient per meta-iteration
+        options.update(meta_batch=1, meta_step_decay=None)  # one hypergradient, constant step
     _check_options(options, where)
     _check_records(records, options, where)
     if provenance is not None and not isinstance(provenance, dict):
@@ -115,7 +117,8 @@ def _check_options(options, where):
         value = options[key]
         minimum = 1 if key in ("meta_iters", "threads", "meta_batch") else 0
         if type(value) not in types or (isinstance(value, int) and not isinstance(value, bool)
-                                        and value < minimum):
+                                        and value < minimum) or (type(value) is float and not (
+                                            math.isfinite(value) and value > 0)):
             raise InputError(f"{where}: option {key} is {value!r}, not a valid value")
 
 

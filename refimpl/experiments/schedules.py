@@ -59,7 +59,8 @@ class Job(common.MetaJob):
                                       step_size=META_STEP, objective=s["objective"],
                                       fresh_seed=s["fresh_seed"], seed=options["seed"],
                                       backend=options["backend"], threads=options.get("threads"),
-                                      meta_batch=options["meta_batch"])
+                                      meta_batch=options["meta_batch"],
+                                      step_decay=options["meta_step_decay"])
         self.n_steps = options["meta_iters"]
         self.headline = (f"{'-'.join(map(str, SIZES))} tanh, {len(X)} MNIST training images, "
                          f"T = {steps}, batch {batch}; learning {lay.G * (2 * steps + 1)} "
