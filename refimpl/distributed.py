@@ -49,6 +49,8 @@ def hypergradients(cases, client=None, method="reversible", backend="auto", thre
         raise InputError(f"unknown method {method!r}; use one of {', '.join(map(repr, METHODS))}")
     get_backend(backend)
     resolve_threads(threads)
+    if client is not None:
+        _check_client(client)
     if client is None or not cases:
         return [hypergradient(c, method=method, backend=backend, threads=threads) for c in cases]
     base = cases[0]

@@ -263,6 +263,8 @@ def test_hypergradients_refuses_what_is_not_a_case_or_a_client(case):
         with pytest.raises(revlearn.InputError, match="a dask.distributed Client or None; "
                            "received dict"):
             distributed.hypergradients([case], client={})
+        with pytest.raises(revlearn.InputError, match="received list"):
+            distributed.hypergradients([], client=[])
 
 
 # --- a LocalCluster of worker processes ----------------------------------------------------------
