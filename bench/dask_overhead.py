@@ -60,7 +60,7 @@ def main(argv=None):
 
     options = {"preset": "schedules", "seed": 0, "backend": "auto", "threads": None,
                "paper": True, "small": False, "mnist_dir": None, "meta_iters": 1,
-               "meta_batch": 8}
+               "meta_batch": 8, "meta_step_decay": None}
     job = schedules.Job(options)
     state = meta.init(job.case, job.config)
     report = {"workers": args.workers, "repeats": args.repeats}

@@ -41,7 +41,8 @@ DIVERGED = 10 * math.log(10)
 def base_case(seed):
     """The schedules preset's problem (same data, batches and initial noise as its default run)."""
     job = schedules.Job({"preset": "schedules", "seed": seed, "backend": "numpy", "paper": False,
-                         "small": False, "mnist_dir": None, "meta_iters": 1, "meta_batch": 1})
+                         "small": False, "mnist_dir": None, "meta_iters": 1, "meta_batch": 1,
+                         "meta_step_decay": None})
     return job.case
 
 

@@ -319,7 +319,8 @@ def test_the_base_case_is_shipped_once_to_every_worker(case, client):
 @needs_dask
 def test_the_chaos_sweep_maps_its_points_on_a_cluster(client):
     options = {"preset": "chaos", "seed": 0, "backend": "auto", "threads": None, "paper": False,
-               "small": True, "mnist_dir": None, "meta_iters": 4, "meta_batch": 1}
+               "small": True, "mnist_dir": None, "meta_iters": 4, "meta_batch": 1,
+               "meta_step_decay": None}
     serial, mapped = chaos.Job(options), chaos.Job(options)
     expect = [serial.step(i)[1] for i in range(4)]
     got = [mapped.step(i, client)[1] for i in (0, 1)]
