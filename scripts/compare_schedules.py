@@ -4,9 +4,9 @@ rough they are.
     python scripts/compare_schedules.py RUN_A RUN_B [--labels A,B] [-o FIGURE.png]
 
 RUN_A and RUN_B are --out folders of finished runs (their results.json). Prints, per run, the
-roughness of the learned schedules, mean over steps and groups of |alpha_{t+1} - alpha_t| (and of
-gamma), and the final test loss; with -o draws the weights' step-size schedules of both runs
-side by side (needs matplotlib).
+roughness of the learned schedules, mean over steps and groups of |alpha_{t+1} - alpha_t| (also
+divided by the mean alpha, and for gamma), and the final test loss; with -o draws the weights'
+step-size schedules of both runs side by side, on one scale (needs matplotlib).
 """
 
 import argparse
@@ -33,7 +33,8 @@ def main(argv=None):
     for label, doc in zip(labels, docs, strict=True):
         s = doc["summary"]
         alpha, gamma = np.array(s["alpha"]), np.array(s["gamma"])
-        print(f"{label}: roughness alpha {roughness(alpha):.4f}, gamma {roughness(gamma):.4f}; "
+        print(f"{label}: roughness alpha {roughness(alpha):.4f} (mean alpha {alpha.mean():.3f}, "
+              f"relative {roughness(alpha) / alpha.mean():.4f}), gamma {roughness(gamma):.4f}; "
               f"test loss {s['learned']['test_loss']:.4f} ({100 * s['learned']['test_error']:.2f} "
               f"% error); {doc['steps_done']} meta-iterations in "
               f"{doc['wall_seconds_this_session']:.0f} s")
@@ -48,7 +49,7 @@ def main(argv=None):
                 ax.plot(alpha[:, g], ".-", ms=3, label=f"layer {g // 2 + 1}")
             ax.set_title(f"{label}: roughness {roughness(alpha):.3f}", fontsize=10)
             ax.set_xlabel("training step t")
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, 1.05 * max(np.max(d["summary"]["alpha"]) for d in docs))
         axes[0].set_ylabel("learned step size alpha_t (weights)")
         axes[1].legend(frameon=False, fontsize=8)
         fig.savefig(args.output, dpi=110, bbox_inches="tight")
