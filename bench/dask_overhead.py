@@ -65,7 +65,8 @@ def main(argv=None):
     state = meta.init(job.case, job.config)
     report = {"workers": args.workers, "repeats": args.repeats}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=None, scheduler_kwargs=distributed._NO_DASHBOARD
+                      ) as cluster, Client(cluster) as client:
         start = time.perf_counter()
         shipped = distributed.ship(job.case, client)
         report["ship_s"] = time.perf_counter() - start

@@ -274,25 +274,31 @@ DRY = 4  # fails[b, DRY] < P: block b's stack ran dry (it cannot, `revlearn.ans`
 
 
 @kernel
-def _step_blocks(W, V, x, stack, top, peak, g, alpha, gamma, n, r, b0, b1, fails):
-    """`exact_step` on the lanes of blocks b0 .. b1-1: per block, pop over n and multiply, the
-    block's words off and on its stack, push over D and the fixed-point updates. fails[b, k] is
-    the first lane failing check k of `_push_and_update` in block b (P for none)."""
+def step_block(W, V, x, stack, top, peak, g, alpha, gamma, n, r, b, fails):
+    """`exact_step` on the lanes of block b: pop over n and multiply, the block's words off and
+    on its stack, push over D and the fixed-point updates. fails[b, k] is the first lane failing
+    check k of `_push_and_update` (P for none), fails[b, DRY] a lane of a block run dry."""
     P = len(x)
+    lo, hi = b * LANES, min(b * LANES + LANES, P)
+    _pop_and_mul_gamma(x[lo:hi], V[lo:hi], n[lo:hi], r[lo:hi])
+    t = _refill(x[lo:hi], stack[b], top[b])
+    if t < 0:
+        fails[b, DRY] = lo
+        return
+    t = _spill_over_D(x[lo:hi], stack[b], t)
+    top[b] = t
+    peak[b] = max(peak[b], t)
+    checks = _push_and_update(W[lo:hi], V[lo:hi], x[lo:hi], r[lo:hi], g[lo:hi], alpha[lo:hi],
+                              gamma[lo:hi])
+    for k in range(4):
+        fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
+
+
+@kernel
+def _step_blocks(W, V, x, stack, top, peak, g, alpha, gamma, n, r, b0, b1, fails):
+    """`step_block` on blocks b0 .. b1-1."""
     for b in range(b0, b1):
-        lo, hi = b * LANES, min(b * LANES + LANES, P)
-        _pop_and_mul_gamma(x[lo:hi], V[lo:hi], n[lo:hi], r[lo:hi])
-        t = _refill(x[lo:hi], stack[b], top[b])
-        if t < 0:
-            fails[b, DRY] = lo
-            continue
-        t = _spill_over_D(x[lo:hi], stack[b], t)
-        top[b] = t
-        peak[b] = max(peak[b], t)
-        checks = _push_and_update(W[lo:hi], V[lo:hi], x[lo:hi], r[lo:hi], g[lo:hi],
-                                  alpha[lo:hi], gamma[lo:hi])
-        for k in range(4):
-            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
+        step_block(W, V, x, stack, top, peak, g, alpha, gamma, n, r, b, fails)
 
 
 @kernel
@@ -307,24 +313,30 @@ def _unstep_w_blocks(W, V, alpha, b0, b1, fails):
 
 
 @kernel
-def _unstep_v_blocks(V, x, stack, top, peak, g, gamma, n, sym, f, b0, b1, fails):
-    """`exact_unstep_v` on the lanes of blocks b0 .. b1-1: per block, the fixed-point addition,
-    pop over D and divide, the block's words off and on its stack, push over n."""
+def unstep_v_block(V, x, stack, top, peak, g, gamma, n, sym, f, b, fails):
+    """`exact_unstep_v` on the lanes of block b: the fixed-point addition, pop over D and
+    divide, the block's words off and on its stack, push over n (fails as `step_block`'s)."""
     P = len(x)
+    lo, hi = b * LANES, min(b * LANES + LANES, P)
+    checks = _add_grad_and_div_gamma(V[lo:hi], x[lo:hi], g[lo:hi], gamma[lo:hi], n[lo:hi],
+                                     sym[lo:hi], f[lo:hi])
+    for k in range(2):
+        fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
+    t = _refill(x[lo:hi], stack[b], top[b])
+    if t < 0:
+        fails[b, DRY] = lo
+        return
+    t = _spill(x[lo:hi], f[lo:hi], stack[b], t)
+    _encode_all(x[lo:hi], sym[lo:hi], n[lo:hi])
+    top[b] = t
+    peak[b] = max(peak[b], t)
+
+
+@kernel
+def _unstep_v_blocks(V, x, stack, top, peak, g, gamma, n, sym, f, b0, b1, fails):
+    """`unstep_v_block` on blocks b0 .. b1-1."""
     for b in range(b0, b1):
-        lo, hi = b * LANES, min(b * LANES + LANES, P)
-        checks = _add_grad_and_div_gamma(V[lo:hi], x[lo:hi], g[lo:hi], gamma[lo:hi], n[lo:hi],
-                                         sym[lo:hi], f[lo:hi])
-        for k in range(2):
-            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
-        t = _refill(x[lo:hi], stack[b], top[b])
-        if t < 0:
-            fails[b, DRY] = lo
-            continue
-        t = _spill(x[lo:hi], f[lo:hi], stack[b], t)
-        _encode_all(x[lo:hi], sym[lo:hi], n[lo:hi])
-        top[b] = t
-        peak[b] = max(peak[b], t)
+        unstep_v_block(V, x, stack, top, peak, g, gamma, n, sym, f, b, fails)
 
 
 # --- the public wrappers (revlearn.exact's signatures; the state is updated in place) ---------

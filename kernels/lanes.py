@@ -19,18 +19,7 @@ from revlearn.partition import LANES, lane_blocks
 from revlearn.threads import SERIAL
 
 from . import exact as kexact
-from .exact import (
-    DRY,
-    UNIT,
-    _add_grad_and_div_gamma,
-    _encode_all,
-    _pop_and_mul_gamma,
-    _push_and_update,
-    _refill,
-    _spill,
-    _spill_over_D,
-    _unstep_w,
-)
+from .exact import DRY, UNIT, _unstep_w, step_block, unstep_v_block
 from .jit import floats, ints, kernel
 
 BAD = DRY + 1  # fails[b, BAD] < P: the first lane of block b whose gradient is not finite
@@ -106,7 +95,7 @@ def _penalty(g, lam, w):
 
 
 @kernel
-def _tofloats(W, w):
+def _to_floats(W, w):
     """w <- W 2**-52 on one block's slices."""
     for i in range(len(W)):
         w[i] = W[i] * UNIT
@@ -124,19 +113,8 @@ def _forward_blocks(W, V, x, stack, top, peak, w, G, lam, alpha, gamma, n, g, r,
         fails[b, BAD] = lo + bad if bad < hi - lo else P
         if bad < hi - lo:
             continue
-        _pop_and_mul_gamma(x[lo:hi], V[lo:hi], n[lo:hi], r[lo:hi])
-        t = _refill(x[lo:hi], stack[b], top[b])
-        if t < 0:
-            fails[b, DRY] = lo
-            continue
-        t = _spill_over_D(x[lo:hi], stack[b], t)
-        top[b] = t
-        peak[b] = max(peak[b], t)
-        checks = _push_and_update(W[lo:hi], V[lo:hi], x[lo:hi], r[lo:hi], g[lo:hi],
-                                  alpha[lo:hi], gamma[lo:hi])
-        for k in range(4):
-            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
-        _tofloats(W[lo:hi], w[lo:hi])
+        step_block(W, V, x, stack, top, peak, g, alpha, gamma, n, r, b, fails)
+        _to_floats(W[lo:hi], w[lo:hi])
 
 
 @kernel
@@ -158,7 +136,7 @@ def _adjoint_after(dw, dv, d_lam, Hu, u, w, lam, gamma):
 
 
 @kernel
-def _plusfloats(V, g, out):
+def _plus_floats(V, g, out):
     """out <- V 2**-52 + g (v_t + g_t) on one block's slices."""
     for i in range(len(V)):
         out[i] = V[i] * UNIT + g[i]
@@ -172,7 +150,7 @@ def _reverse_before_blocks(W, V, dw, dv, w, u, alpha, gamma, seg_first, seg_lo, 
     P = len(W)
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        _tofloats(V[lo:hi], u[lo:hi])  # v_{t+1}, until u is computed below
+        _to_floats(V[lo:hi], u[lo:hi])  # v_{t+1}, until u is computed below
         _segment_dots(dw, u, seg_lo, seg_hi, seg_first[b], seg_first[b + 1], seg_dots)
         checks = _unstep_w(W[lo:hi], V[lo:hi], alpha[lo:hi])
         for k in range(2):
@@ -191,19 +169,10 @@ def _reverse_after_blocks(V, x, stack, top, peak, dw, dv, d_lam, G, H, lam, w, u
         lo, hi = b * LANES, min(b * LANES + LANES, P)
         _sum_parts(G[:, lo:hi], g[lo:hi])
         _penalty(g[lo:hi], lam[lo:hi], w[lo:hi])
-        checks = _add_grad_and_div_gamma(V[lo:hi], x[lo:hi], g[lo:hi], gamma[lo:hi], n[lo:hi],
-                                         sym[lo:hi], f[lo:hi])
-        for k in range(2):
-            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
-        t = _refill(x[lo:hi], stack[b], top[b])
-        if t < 0:
-            fails[b, DRY] = lo
+        unstep_v_block(V, x, stack, top, peak, g, gamma, n, sym, f, b, fails)
+        if fails[b, DRY] < P:
             continue
-        t = _spill(x[lo:hi], f[lo:hi], stack[b], t)
-        _encode_all(x[lo:hi], sym[lo:hi], n[lo:hi])
-        top[b] = t
-        peak[b] = max(peak[b], t)
-        _plusfloats(V[lo:hi], g[lo:hi], vg[lo:hi])
+        _plus_floats(V[lo:hi], g[lo:hi], vg[lo:hi])
         _segment_dots(dv, vg, seg_lo, seg_hi, seg_first[b], seg_first[b + 1], seg_dots)
         _sum_parts(H[:, lo:hi], vg[lo:hi])  # vg is free again: it now holds H u
         _adjoint_after(dw[lo:hi], dv[lo:hi], d_lam[lo:hi], vg[lo:hi], u[lo:hi], w[lo:hi],
@@ -213,7 +182,7 @@ def _reverse_after_blocks(V, x, stack, top, peak, dw, dv, d_lam, G, H, lam, w, u
 def from_fixed(W):
     """The float64 values W 2**-52 of fixed-point W (`fixedpoint.from_fixed`, in one pass)."""
     out = np.empty(len(W))
-    _tofloats(ints(W), out)
+    _to_floats(ints(W), out)
     return out
 
 

@@ -1,4 +1,5 @@
-"""The `revlearn` command: oracle case files and the check of another implementation's answers.
+"""The `revlearn` command: oracle case files, the conformance suite, and the check of another
+implementation's answers.
 
 Exit codes: 0 ok, 1 mismatch (check), 2 bad input (with a one-line reason on stderr), 130
 interrupted.
@@ -10,11 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import oracle, sgd
+from . import conformance, oracle, sgd, trace
 from .errors import InputError, TrainingError
 from .experiments.cli import add_parser as add_run_parser
 from .experiments.cli import threads_flag
-from .spec import make_case
+from .memory import describe_bytes, physical_memory
+from .spec import complete_spec, make_case, memory_needed
 from .threads import available_cores
 
 MAX_SPEC_BYTES = 256 << 20
@@ -63,26 +65,104 @@ def _json_kind(value):
 def _oracle(args):
     spec = read_spec(args.spec)
     threads = threads_flag(args.threads)
+    every = _trace_every(args)
     oracle.check_writable(args.output)
     backend = sgd.get_backend(args.backend).name
+    if every is not None:
+        _check_trace_fits(complete_spec(spec), every)
     case = make_case(spec)
+    recorder = None if every is None else trace.Recorder(trace.trace_steps(case.T, every), case.P)
     start = time.perf_counter()
-    result = sgd.hypergradient(case, method=args.method, backend=backend, threads=threads)
+    result = sgd.hypergradient(case, method=args.method, backend=backend, threads=threads,
+                               trace=recorder)
     seconds = time.perf_counter() - start
-    oracle.write_case(args.output, case, result)
+    oracle.write_case(args.output, case, result, recorder)
     print(f"wrote {args.output}: {case.layer_sizes} {case.activation}, T = {case.T}, "
           f"B = {case.batches.shape[1]}, P = {case.P}, method {args.method}, backend "
-          f"{backend}, {seconds:.2f} s")
+          f"{backend}, {seconds:.2f} s" + ("" if recorder is None else
+                                          f", traced at {len(recorder.steps)} steps"))
     print(f"valid_loss {result.valid_loss:.10g}, exact_recovery {result.exact_recovery}, "
           f"buffer_bits {result.buffer_bits}")
     return 0
 
 
+def _trace_every(args):
+    """Every how many steps --trace records (None without --trace)."""
+    if args.trace_every is not None and not args.trace:
+        raise InputError(f"--trace-every {args.trace_every} needs --trace")
+    if not args.trace:
+        return None
+    if args.trace_every is None:
+        return 1
+    try:
+        every = int(args.trace_every)
+    except ValueError:
+        every = 0
+    if every < 1:
+        raise InputError(f"--trace-every {args.trace_every!r}: give an integer >= 1 (the trace "
+                         "holds steps 0, K, 2K, ... and T)")
+    return every
+
+
+def _check_trace_fits(spec, every):
+    """Refuse, before any work, a trace that would not fit in memory beside the run itself."""
+    sizes, T = spec["layer_sizes"], spec["n_iters"]
+    P = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=False))
+    need, have = trace.bytes_needed(T, P, every), physical_memory()
+    run = sum(memory_needed(spec).values())
+    if have is not None and need + run > have:
+        rows = max(have - run, 0) // 2 // (16 * P)  # half of what is left
+        raise InputError(f"a trace of {len(trace.trace_steps(T, every))} steps of P = {P} "
+                         f"parameters takes {describe_bytes(need)}; with the run's own "
+                         f"{describe_bytes(run)} that is more than this machine's "
+                         f"{describe_bytes(have)}; trace fewer steps, e.g. --trace-every "
+                         f"{-(-T // max(rows - 1, 1))}")
+
+
 def _check(args):
+    if Path(args.case).is_dir():
+        version, reports = conformance.check_folder(args.case, args.theirs, rtol=args.rtol,
+                                                    atol=args.atol)
+        text, ok = conformance.format_folder(reports, args.rtol, args.atol)
+        print(f"conformance suite version {version}: {args.case} against {args.theirs}")
+        print(text)
+        return 0 if ok else 1
+    if Path(args.theirs).is_dir():
+        raise InputError(f"{args.theirs} is a folder but {args.case} is not; give two case "
+                         "files, or a suite folder and a folder of answers")
     report = oracle.check(args.case, args.theirs, rtol=args.rtol, atol=args.atol)
     print(oracle.format_table(report.rows, report.absent))
+    if report.divergence is not None:
+        print(report.divergence)
     print(oracle.verdict(report, args.rtol, args.atol))
     return 0 if all(r.ok for r in report.rows) else 1
+
+
+def _conformance(args):
+    threads = threads_flag(args.threads)
+    conformance.check_folder_is_new(args.folder)
+    backend = sgd.get_backend(args.backend).name
+    print(f"revlearn conformance: suite version {conformance.SUITE_VERSION}, "
+          f"{len(conformance.CASES)} cases, into {args.folder}/ (backend {backend})")
+    start = time.perf_counter()
+    records = conformance.write_suite(args.folder, backend, threads)
+    print(f"wrote {len(records)} case files, their specs and {conformance.INDEX} in "
+          f"{time.perf_counter() - start:.1f} s")
+    pins = conformance.check_pins(records)
+    if pins.problems:
+        print(f"revlearn conformance: warning: this suite is not the pinned suite version "
+              f"{conformance.SUITE_VERSION}: {'; '.join(pins.problems[:3])}"
+              + (f" and {len(pins.problems) - 3} more" if len(pins.problems) > 3 else ""),
+              file=sys.stderr)
+    elif pins.how == "bits":
+        print(f"every answer is the pinned suite version {conformance.SUITE_VERSION}'s, bit for "
+              "bit (sha256)" + ("" if pins.why is None else ", although this machine's matrix "
+                                f"products may round differently ({pins.why})"))
+    else:
+        print(f"every answer is within {conformance.FALLBACK_RTOL:g} of the pinned suite version "
+              f"{conformance.SUITE_VERSION}'s; not bit for bit, as this machine's matrix products "
+              f"round differently ({pins.why})")
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,16 +189,39 @@ def build_parser():
                    help=f"threads to use (default: every core this process may use, "
                    f"{available_cores()} here): the same bits for every N")
     p.add_argument("--method", choices=sgd.METHODS, default="reversible")
+    p.add_argument("--trace", action="store_true",
+                   help="also write trace_steps, w_trace (w_t) and dw_trace (df/dw_t) at every "
+                   "step, or every K with --trace-every (see the README's 'Case file format')")
+    p.add_argument("--trace-every", metavar="K",
+                   help="trace steps 0, K, 2K, ... and T only (default 1: every step)")
     p.set_defaults(func=_oracle)
+
+    p = sub.add_parser("conformance", help="write the conformance suite: case files to check "
+                       "an implementation against",
+                       description="Write the conformance suite into DIR (a new or empty "
+                       "folder): NAME.npz (a traced case file) and NAME.json (its spec) for each "
+                       "case, and index.json listing them and what each covers. Answer each "
+                       "case into THEIRS_DIR/NAME.npz and run `revlearn check DIR THEIRS_DIR`.")
+    p.add_argument("folder", metavar="DIR", help="the folder to write (new or empty)")
+    p.add_argument("--backend", choices=sgd.BACKENDS, default="auto",
+                   help="auto (default: numba when installed), numpy or numba: the same bits")
+    p.add_argument("--threads", metavar="N",
+                   help=f"threads to use (default: every core this process may use, "
+                   f"{available_cores()} here): the same bits for every N")
+    p.set_defaults(func=_conformance)
 
     p = sub.add_parser("check", help="compare another implementation's answers with a case",
                        description="Compare every output key THEIRS.npz holds with the case's "
                        "reference. An element passes when |theirs - ref| <= atol + rtol |ref|; "
                        "by default atol is rtol * 1e-3 * max|ref| per key. The outputs of the case "
-                       "that THEIRS lacks are listed as not checked. Exit 0 when all it holds "
-                       "agree, 1 on a mismatch, 2 when a file cannot be used.")
-    p.add_argument("case", metavar="CASE.npz")
-    p.add_argument("theirs", metavar="THEIRS.npz")
+                       "that THEIRS lacks are listed as not checked. When THEIRS holds w_trace "
+                       "or dw_trace, a line says at which step they first depart. CASE and "
+                       "THEIRS may be folders: a suite written by `revlearn conformance` and "
+                       "one answer file NAME.npz per case. Exit 0 when all it holds agree, 1 on "
+                       "a mismatch, 2 when a file cannot be used.")
+    p.add_argument("case", metavar="CASE.npz", help="a case file, or a suite folder")
+    p.add_argument("theirs", metavar="THEIRS.npz",
+                   help="an answer file, or a folder of answer files")
     p.add_argument("--rtol", type=float, default=oracle.RTOL)
     p.add_argument("--atol", type=float, default=None)
     p.set_defaults(func=_check)

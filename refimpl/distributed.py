@@ -125,6 +125,11 @@ def _check_client(client):
                          f"{type(client).__name__}")
 
 
+# The scheduler serves HTTP even without a dashboard, by default on port 8787, and warns on
+# stderr when another cluster holds that port: a free port on the loopback instead.
+_NO_DASHBOARD = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
+
 @contextlib.contextmanager
 def connect(address="local"):
     """A dask Client, closed on leaving: for address "local" on a LocalCluster started here (one
@@ -141,7 +146,7 @@ def connect(address="local"):
         with _sigint_ignored():  # inherited by the worker processes: Ctrl-C reaches this one
             cluster = LocalCluster(n_workers=available_cores(), threads_per_worker=1,
                                    processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+                                   scheduler_kwargs=_NO_DASHBOARD, silence_logs=logging.ERROR)
         with cluster, Client(cluster) as client:
             yield client
         return

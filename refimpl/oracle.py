@@ -3,7 +3,9 @@
 `write_case` writes one atomically (a crash never leaves a half-written file under the final name);
 `read_case` reads one strictly (no pickle; every key present with its dtype and shape; the inputs
 checked as a Case); `check` sets another implementation's outputs against the reference and
-says which of the case's outputs it did not provide.
+says which of the case's outputs it did not provide. A case written with a trace (`revlearn.trace`:
+trace_steps, w_trace, dw_trace) also checks the traces an answer file holds, and says where they
+first part from revlearn's.
 
 An element of an output passes when |theirs - reference| <= atol + rtol |reference|. With no atol
 given, atol is rtol * 1e-3 * max |reference| for that key: entries a thousand times smaller than
@@ -18,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import blas
+from . import blas, trace
 from .atomic import atomic_write
 from .case import Case
 from .errors import InputError
@@ -34,8 +36,9 @@ RTOL = 1e-6
 ATOL_SCALE = 1e-3
 
 
-def case_arrays(case, result):
-    """The DESIGN §5 keys of a case and its result, as arrays ready for np.savez."""
+def case_arrays(case, result, traced=None):
+    """The DESIGN §5 keys of a case and its result, and the trace keys of `traced` (a
+    `trace.Recorder`) if given, as arrays ready for np.savez."""
     arrays = {"spec": np.array(json.dumps(case.spec, sort_keys=True)),
               "layer_sizes": np.array(case.layer_sizes, dtype=np.int64),
               "activation": np.array(case.activation)}
@@ -45,6 +48,8 @@ def case_arrays(case, result):
     arrays["exact_recovery"] = np.array(bool(result.exact_recovery))
     arrays["buffer_bits"] = np.array(result.buffer_bits, dtype=np.int64)
     arrays["provenance"] = np.array(json.dumps(blas.describe(), sort_keys=True))
+    if traced is not None:
+        arrays.update(traced.arrays())
     return arrays
 
 
@@ -59,18 +64,20 @@ def check_writable(path):
         raise InputError(f"cannot write into {path.parent}")
 
 
-def write_case(path, case, result):
+def write_case(path, case, result, traced=None):
     """Write the case file atomically (`atomic.atomic_write`), compressed."""
     check_writable(path)
-    arrays = case_arrays(case, result)
+    arrays = case_arrays(case, result, traced)
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 class Reference(NamedTuple):
-    """A case file read back: the Case and its reference outputs (DESIGN §5 keys)."""
+    """A case file read back: the Case, its reference outputs (DESIGN §5 keys) and its trace
+    (trace_steps, w_trace, dw_trace; None when it has none)."""
 
     case: Case
     outputs: dict
+    trace: dict = None
 
 
 def read_case(path):
@@ -102,7 +109,22 @@ def read_case(path):
     outputs = {k: a[k] for k in OUTPUT_KEYS if k in a}
     for key, arr in outputs.items():
         _check_output(f"case file {path}", key, arr, case)
-    return Reference(case, outputs)
+    return Reference(case, outputs, _trace_of(a, f"case file {path}", case))
+
+
+def _trace_of(a, where, case):
+    """The trace keys of a case file, checked, or None when it holds none of them."""
+    held = [k for k in trace.KEYS if k in a]
+    if not held:
+        return None
+    if len(held) < len(trace.KEYS):
+        raise InputError(f"{where} holds {', '.join(held)} but not "
+                         f"{', '.join(k for k in trace.KEYS if k not in a)}; a traced case "
+                         f"holds all of {', '.join(trace.KEYS)}")
+    trace.check_steps(where, a["trace_steps"], case.T)
+    for key in trace.TRACES:
+        trace.check_trace(where, key, a[key], len(a["trace_steps"]), case.P)
+    return {k: a[k] for k in trace.KEYS}
 
 
 def _spec_of(text, where):
@@ -152,10 +174,12 @@ class Row(NamedTuple):
 
 
 class Report(NamedTuple):
-    """What `check` found: one `Row` per output THEIRS holds, and the case's outputs it lacks."""
+    """What `check` found: one `Row` per output THEIRS holds, the case's outputs it lacks, and,
+    when it holds a trace, the line saying where it first departs (`trace.first_divergence`)."""
 
     rows: list
     absent: list
+    divergence: str = None
 
 
 def check(case_path, theirs_path, rtol=RTOL, atol=None):
@@ -163,13 +187,14 @@ def check(case_path, theirs_path, rtol=RTOL, atol=None):
 
     Refuses (InputError) a THEIRS that is not an .npz, holds an unknown key, an input that differs
     from the case's, an output of the wrong dtype (float64, exact_recovery bool, buffer_bits
-    int64) or shape, a NaN, or no output at all.
+    int64) or shape, a NaN, no output at all, or a trace the case cannot check (`_their_trace`).
     """
     if not rtol >= 0 or (atol is not None and not atol >= 0):
         raise InputError(f"rtol and atol must be >= 0; received rtol={rtol}, atol={atol}")
     ref = read_case(case_path)
     theirs = read_npz(theirs_path, "answer file")
-    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS) - set(INFO_KEYS))
+    unknown = sorted(set(theirs) - set(INPUT_KEYS) - set(OUTPUT_KEYS) - set(INFO_KEYS)
+                     - set(trace.KEYS))
     if unknown:
         raise InputError(f"{theirs_path} holds unknown key(s) {', '.join(unknown)}; the output "
                          f"keys are {', '.join(OUTPUT_KEYS)}")
@@ -178,7 +203,8 @@ def check(case_path, theirs_path, rtol=RTOL, atol=None):
             raise InputError(f"{theirs_path} holds {key} different from the case's: its answers "
                              "are for another problem")
     keys = [k for k in OUTPUT_KEYS if k in theirs]
-    if not keys:
+    traced = _their_trace(theirs_path, theirs, ref)
+    if not keys and not traced:
         raise InputError(f"{theirs_path} holds none of the output keys {', '.join(OUTPUT_KEYS)}")
     if "d_X_train" in theirs and "d_X_train" not in ref.outputs:
         raise InputError(f"{theirs_path} holds d_X_train but the case has none (its spec sets "
@@ -186,7 +212,37 @@ def check(case_path, theirs_path, rtol=RTOL, atol=None):
     for key in keys:
         _check_output(str(theirs_path), key, theirs[key], ref.case)
     rows = [_compare_key(k, theirs[k], ref.outputs[k], rtol, atol) for k in keys]
-    return Report(rows, [k for k in ref.outputs if k not in theirs])
+    rows += [_compare_trace(k, theirs[k], ref.trace[k], rtol, atol) for k in traced]
+    absent = [k for k in ref.outputs if k not in theirs]
+    absent += [k for k in trace.TRACES if ref.trace is not None and k not in theirs]
+    divergence = None if not traced else trace.first_divergence(
+        ref.trace["trace_steps"], ref.case.layout, {k: theirs[k] for k in traced}, ref.trace,
+        rtol, atol)
+    return Report(rows, absent, divergence)
+
+
+def _their_trace(path, theirs, ref):
+    """The traces (w_trace, dw_trace) THEIRS holds, after refusing one the case cannot check:
+    a case without a trace, trace_steps missing or not the case's, a wrong shape or dtype, NaN."""
+    traced = [k for k in trace.TRACES if k in theirs]
+    if not traced:
+        if "trace_steps" in theirs:
+            raise InputError(f"{path} holds trace_steps but neither w_trace nor dw_trace")
+        return traced
+    if ref.trace is None:
+        raise InputError(f"{path} holds {' and '.join(traced)} but the case file has no trace; "
+                         "write one with `revlearn oracle SPEC -o CASE --trace`")
+    if "trace_steps" not in theirs:
+        raise InputError(f"{path} holds {' and '.join(traced)} without trace_steps; save the "
+                         "case's trace_steps with them")
+    steps, want = theirs["trace_steps"], ref.trace["trace_steps"]
+    if steps.dtype != np.int64 or steps.shape != want.shape or not np.array_equal(steps, want):
+        raise InputError(f"{path}: its trace_steps ({steps.dtype}, "
+                         f"{trace.describe_steps(steps)}) are not the case's "
+                         f"({trace.describe_steps(want)}); trace the steps the case lists")
+    for key in traced:
+        trace.check_trace(str(path), key, theirs[key], len(want), ref.case.P)
+    return traced
 
 
 def compare(case_path, theirs_path, rtol=RTOL, atol=None):
@@ -216,6 +272,13 @@ def _compare_key(key, theirs, ref, rtol, atol):
     on_scale = np.abs(ref) > ATOL_SCALE * scale
     max_rel = float(np.max(err[on_scale] / np.abs(ref[on_scale]), initial=0.0))
     return Row(key, ref.shape, float(np.max(err, initial=0.0)), max_rel, bool(np.all(err <= tol)))
+
+
+def _compare_trace(key, theirs, ref, rtol, atol):
+    """A trace's row of the table: its largest errors, ok when every traced step passes."""
+    max_abs, max_rel = trace.max_errors(theirs, ref)
+    return Row(key, ref.shape, max_abs, max_rel,
+               bool(np.all(trace.step_errors(theirs, ref, rtol, atol).ok)))
 
 
 def format_table(rows, absent=()):

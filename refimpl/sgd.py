@@ -28,6 +28,7 @@ every step, and reads them back. Both share the reverse loop `_reverse`.
 """
 
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -288,14 +289,18 @@ class _Stored:
 
 
 def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
-                  threads: int | None = None) -> Result:
+                  threads: int | None = None,
+                  trace: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Result:
     """The gradient of f(w_T) = ell(w_T; X_valid, y_valid) with respect to every hyperparameter.
 
     Returns a `Result`: valid_loss, w_final, d_alpha, d_gamma, d_init_scale, d_l2, d_w0,
     d_X_train (when case.grad_train_inputs), exact_recovery, buffer_bits, train_losses.
     backend: "auto" (numba when installed), "numpy" or "numba"; threads: how many threads share
     the work (None: every core this process may use). Every backend and thread count gives the
-    same bits.
+    same bits. trace: None, or a callable trace(t, w_t, dw_t) that Algorithm 2 calls at
+    t = T, T-1, ..., 0 with w_t and dw_t = df/dw_t, the gradient of f(w_T) when training restarts
+    from (w_t, v_t) (grad f(w_T) at T, d_w0 at 0); both arrays change after the call, so it
+    copies what it keeps (`revlearn.trace.Recorder`).
     """
     require_case(case, "revlearn.hypergradient")
     if method not in METHODS:
@@ -314,14 +319,17 @@ def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
             traj = _Stored(ws, vs)
             bits = 64 * (ws.size + vs.size)
         valid_loss, dw = Passes(case, be, workers).grad(w_T, case.X_valid, case.y_valid)
-        grads = _reverse(case, be, workers, traj, dw)
+        if trace is not None:
+            trace(case.T, w_T, dw)
+        grads = _reverse(case, be, workers, traj, dw, trace)
     recovered = traj.recovered(case) if method == "reversible" else None
     return Result(valid_loss=valid_loss, w_final=w_T, exact_recovery=recovered,
                   buffer_bits=int(bits), train_losses=losses, **grads)
 
 
-def _reverse(case, be, workers, traj, dw):
-    """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields."""
+def _reverse(case, be, workers, traj, dw, trace=None):
+    """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields; trace(t,
+    w_t, df/dw_t) after each step t, if given."""
     lay, T = case.layout, case.T
     offsets = lay.offsets
     adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
@@ -339,6 +347,8 @@ def _reverse(case, be, workers, traj, dw):
             d_gamma[t] = traj.after(t, h, adj, passes.G, passes.H, case.lam, w, u, offsets)
         if d_X is not None:
             np.subtract.at(d_X, case.batches[t], dX_u)
+        if trace is not None:
+            trace(t, w, adj.dw)  # dw is now df/dw_t, v_t held fixed
     dw, d_lam = adj.dw, adj.d_lam
     return dict(d_alpha=d_alpha, d_gamma=d_gamma, d_init_scale=lanes.dots(dw, case.eps, offsets),
                 d_l2=d_lam if case.l2_per_weight else lay.group_sum(d_lam), d_w0=dw, d_X_train=d_X)

@@ -14,11 +14,18 @@ float64 and differentiates f(w_T) with the HIPS autograd library (pure Python an
 with ell the mean softmax cross-entropy of the MLP (natural log), the flat vector w laid out as
 W1 (D x H1, row-major), b1, W2, b2, ..., group g = 2(l-1) for W_l and 2(l-1)+1 for b_l, and lam,
 alpha_t, gamma_t per group expanded over their groups (lam given per weight is used as it is).
+
+Traces (the README's trace keys): w_trace holds w_t at the traced steps, and dw_trace df/dw_t,
+the gradient of f with respect to w_t when training restarts from (w_t, v_t). Each w_t passes
+through `tap`, the identity, whose backward pass keeps the cotangent it receives: the sum over
+every later use of w_t, which is df/dw_t with v_t left alone. A `step` of one's own (a wrong one,
+say) replaces `momentum_step`.
 """
 
 import autograd.numpy as anp
 import numpy as np
 from autograd import grad, value_and_grad
+from autograd.extend import defvjp, primitive
 
 INPUT_KEYS = ("layer_sizes", "activation", "X_train", "y_train", "X_valid", "y_valid", "batches",
               "eps", "alpha", "gamma", "init_scale", "l2")
@@ -69,31 +76,58 @@ def data_loss(w, X, y, layer_sizes, activation):
     return anp.mean(log_norm - z[np.arange(len(y)), y])
 
 
-def final_weights(hyper, X_train, c):
+@primitive
+def tap(w, t, kept):
+    """w itself; the backward pass stores the cotangent of w in kept[t]."""
+    return w
+
+
+def _keep(g, t, kept):
+    kept[t] = g
+    return g
+
+
+defvjp(tap, lambda ans, w, t, kept: lambda g: _keep(g, t, kept))
+
+
+def momentum_step(t, w, v, L_t, alpha_t, gamma_t):
+    """Step t of Algorithm 1: (w_{t+1}, v_{t+1}) from (w_t, v_t)."""
+    v = gamma_t * v - (1.0 - gamma_t) * grad(L_t)(w)
+    return w + alpha_t * v, v
+
+
+def final_weights(hyper, X_train, c, kept=None, step=momentum_step):
     """w_T of Algorithm 1 in float64 from the hyperparameters (alpha, gamma, init_scale, l2,
-    shift) and the training inputs, every other input from the case arrays c."""
+    shift) and the training inputs, every other input from the case arrays c; with a dict kept,
+    every w_t passes through `tap`, which keeps df/dw_t in kept[t] when differentiated."""
+    return trajectory(hyper, X_train, c, kept, step)[-1]
+
+
+def trajectory(hyper, X_train, c, kept=None, step=momentum_step):
+    """[w_0, ..., w_T] of `final_weights`."""
     alpha, gamma, init_scale, l2, shift = hyper
     sizes, activation = c["layer_sizes"], c["activation"]
     group = np.repeat(np.arange(2 * (len(sizes) - 1)), group_sizes(sizes))
     P = len(group)
     lam = l2 if l2.shape == (P,) else l2[group]
     w = init_scale[group] * c["eps"] + shift
-    v = anp.zeros(P)
+    v, ws = anp.zeros(P), []
     for t, rows in enumerate(c["batches"]):
         X, y = X_train[rows], c["y_train"][rows]
 
         def L_t(w, X=X, y=y):
             return data_loss(w, X, y, sizes, activation) + 0.5 * anp.sum(lam * w * w)
 
-        gamma_t, alpha_t = gamma[t][group], alpha[t][group]
-        v = gamma_t * v - (1.0 - gamma_t) * grad(L_t)(w)
-        w = w + alpha_t * v
-    return w
+        w = w if kept is None else tap(w, t, kept)
+        ws.append(w)
+        w, v = step(t, w, v, L_t, alpha[t][group], gamma[t][group])
+    return ws + [w if kept is None else tap(w, len(ws), kept)]
 
 
-def answers(c, grad_train_inputs=False):
+def answers(c, grad_train_inputs=False, trace_steps=None, step=momentum_step):
     """The case file's output keys (w_final, valid_loss, d_alpha, d_gamma, d_init_scale, d_l2,
-    d_w0 and, when asked, d_X_train) for the inputs c, a mapping holding INPUT_KEYS."""
+    d_w0 and, when asked, d_X_train; with trace_steps, trace_steps, w_trace and dw_trace) for the
+    inputs c, a mapping holding INPUT_KEYS; `step` is each step of training."""
     c = {k: np.asarray(c[k]) for k in INPUT_KEYS}
     c["layer_sizes"] = [int(n) for n in c["layer_sizes"]]
     c["activation"] = str(c["activation"])
@@ -101,10 +135,11 @@ def answers(c, grad_train_inputs=False):
         raise ValueError(f"activation {c['activation']!r} is not one of {sorted(ACTIVATIONS)}")
     hyper = tuple(np.array(c[k], dtype=np.float64) for k in HYPER[:-1]) + (np.zeros(len(c["eps"])),)
     X_train, X_valid, y_valid = c["X_train"], c["X_valid"], c["y_valid"]
+    kept = {}
 
     def f(args):
         hyper, X = args if grad_train_inputs else (args, X_train)
-        w = final_weights(hyper, X, c)
+        w = final_weights(hyper, X, c, kept, step)
         return data_loss(w, X_valid, y_valid, c["layer_sizes"], c["activation"])
 
     loss, d = value_and_grad(f)((hyper, X_train) if grad_train_inputs else hyper)
@@ -113,6 +148,11 @@ def answers(c, grad_train_inputs=False):
     out["d_w0"] = out.pop("d_shift")
     if grad_train_inputs:
         out["d_X_train"] = np.asarray(d_X)
-    out["w_final"] = np.asarray(final_weights(hyper, X_train, c))
+    ws = trajectory(hyper, X_train, c, step=step)
+    out["w_final"] = np.asarray(ws[-1])
     out["valid_loss"] = np.asarray(float(loss))
+    if trace_steps is not None:
+        out["trace_steps"] = np.asarray(trace_steps, dtype=np.int64)
+        out["w_trace"] = np.array([ws[t] for t in out["trace_steps"]])
+        out["dw_trace"] = np.array([kept[t] for t in out["trace_steps"]])
     return out

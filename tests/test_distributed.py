@@ -5,6 +5,7 @@ the core without dask; and the one-line errors of `revlearn run --meta-batch/--d
 
 The clusters are started once per module (a scheduler and workers take seconds to start)."""
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -274,8 +275,8 @@ def client():
     if not HAVE_DASK:
         pytest.skip("needs dask: pip install 'revlearn[dask]'")
     from distributed import Client, LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs=distributed._NO_DASHBOARD) as cluster, Client(cluster) as c:
         yield c
 
 
@@ -449,21 +450,35 @@ def test_an_unreachable_scheduler_is_one_line_before_any_write(tmp_path, capsys)
     assert not out.exists() and time.perf_counter() - start < 20
 
 
+@contextlib.contextmanager
+def port_taken(port):
+    """The port held meanwhile (unless another process holds it already), as by another cluster."""
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            s.listen()
+        except OSError:
+            pass
+        yield
+
+
 @needs_dask
 def test_ctrl_c_stops_a_local_cluster_run_cleanly_and_it_resumes(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "revlearn", "run", "--small", "--meta-batch",
+    with port_taken(8787):  # dask's default HTTP port: a warning on stderr if it were used
+        proc = subprocess.Popen([sys.executable, "-m", "revlearn", "run", "--small", "--meta-batch",
                              "2", "--meta-iters", "400", "--dask", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=dict(os.environ, MPLBACKEND="Agg"))
-    printed = 0
-    for line in proc.stdout:
-        printed += line.startswith("meta-iteration")
-        if printed == 2:
-            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
-            break
-    rest, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err == ""  # no worker prints a KeyboardInterrupt
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env=dict(os.environ, MPLBACKEND="Agg"))
+        printed = 0
+        for line in proc.stdout:
+            printed += line.startswith("meta-iteration")
+            if printed == 2:
+                os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
+                break
+        rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == ""  # nothing on stderr: no KeyboardInterrupt, no
+    # worker's traceback, no warning about a port
     assert f"Continue with: revlearn run --resume {out}" in rest
     deadline = time.monotonic() + 10
     while live_in_group(proc.pid) and time.monotonic() < deadline:

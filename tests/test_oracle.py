@@ -301,7 +301,7 @@ def test_argparse_errors_are_one_line_and_exit_2(capsys, argv, message):
     assert e.value.code == 2 and err.count("\n") == 1 and message in err
 
 
-@pytest.mark.parametrize("command", ["oracle", "check", "run"])
+@pytest.mark.parametrize("command", ["oracle", "check", "run", "conformance"])
 def test_every_subcommand_has_help(command):
     out = subprocess.run([sys.executable, "-m", "revlearn", command, "--help"],
                          capture_output=True, text=True)

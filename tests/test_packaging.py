@@ -47,3 +47,10 @@ def test_licences_are_stated_for_the_code_and_the_shipped_data():
 
 def test_run_folders_are_ignored_by_git():
     assert "revlearn-runs/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_conformance_pins_and_the_exact_vectors_ship_with_the_package():
+    folder = Path(revlearn.__file__).parent
+    shipped = pyproject()["tool"]["setuptools"]["package-data"]["revlearn"]
+    for name in ("conformance_pins.json", "exact_vectors.json"):
+        assert (folder / name).is_file() and name in shipped, name
