@@ -54,8 +54,6 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args(argv)
-    from distributed import Client, LocalCluster
-
     from revlearn import distributed
 
     options = {"preset": "schedules", "seed": 0, "backend": "auto", "threads": None,
@@ -64,9 +62,7 @@ def main(argv=None):
     job = schedules.Job(options)
     state = meta.init(job.case, job.config)
     report = {"workers": args.workers, "repeats": args.repeats}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, scheduler_kwargs=distributed._NO_DASHBOARD
-                      ) as cluster, Client(cluster) as client:
+    with distributed.local_client(args.workers) as client:
         start = time.perf_counter()
         shipped = distributed.ship(job.case, client)
         report["ship_s"] = time.perf_counter() - start

@@ -125,11 +125,6 @@ def _check_client(client):
                          f"{type(client).__name__}")
 
 
-# The scheduler serves HTTP even without a dashboard, by default on port 8787, and warns on
-# stderr when another cluster holds that port: a free port on the loopback instead.
-_NO_DASHBOARD = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
-
-
 @contextlib.contextmanager
 def connect(address="local"):
     """A dask Client, closed on leaving: for address "local" on a LocalCluster started here (one
@@ -138,16 +133,14 @@ def connect(address="local"):
     is not installed or no scheduler answers at the address (within dask's connect timeout,
     `distributed.comm.timeouts.connect`)."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise InputError("dask.distributed is not installed; `pip install 'revlearn[dask]'`") \
             from None
     if address == "local":
-        with _sigint_ignored():  # inherited by the worker processes: Ctrl-C reaches this one
-            cluster = LocalCluster(n_workers=available_cores(), threads_per_worker=1,
-                                   processes=True, dashboard_address=None,
-                                   scheduler_kwargs=_NO_DASHBOARD, silence_logs=logging.ERROR)
-        with cluster, Client(cluster) as client:
+        with contextlib.ExitStack() as stack:
+            with _sigint_ignored():  # inherited by the worker processes: Ctrl-C reaches this one
+                client = stack.enter_context(local_client(available_cores()))
             yield client
         return
     try:
@@ -157,6 +150,23 @@ def connect(address="local"):
                          "scheduler` and workers with `dask worker ADDRESS`, then give its "
                          "address") from None
     with client:
+        yield client
+
+
+@contextlib.contextmanager
+def local_client(n_workers):
+    """A Client on a LocalCluster of `n_workers` single-threaded worker processes, both closed on
+    leaving. Its scheduler keeps every copy of a shipped base case (dask's active memory manager,
+    which would drop all but one between meta-iterations, is off) and serves its HTTP on a free
+    port of the loopback (on dask's default 8787 it warns on stderr when another cluster holds
+    it)."""
+    from distributed import Client, LocalCluster
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR,
+                           scheduler_kwargs={"dashboard": False,
+                                             "dashboard_address": "127.0.0.1:0"})
+    with cluster, Client(cluster) as client:
+        client.amm.stop()
         yield client
 
 
@@ -187,3 +197,15 @@ def check_workers(client):
             f"{' ...' if len(differ) > 3 else ''}) differ from this machine in NumPy, its BLAS "
             "or the CPU's extensions; their answers may differ in the last bits from a serial run "
             "here")
+
+
+def check_scheduler(client):
+    """A sentence when the scheduler's active memory manager runs (dask's default), or None: it
+    drops the copies of a shipped base case on all workers but one when no task waits for it, so
+    the case travels again at every meta-iteration, and the death of that one worker loses it."""
+    if not client.amm.running():
+        return None
+    return ("the dask scheduler's active memory manager is on: between meta-iterations it keeps "
+            "the shipped case on one worker only, which then sends it again to the others, and a "
+            "run fails if that worker dies; start the scheduler with "
+            "DASK_DISTRIBUTED__SCHEDULER__ACTIVE_MEMORY_MANAGER__START=False")

@@ -29,6 +29,7 @@ from conftest import needs_numba, small_spec
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
 needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="needs dask: pip install 'revlearn[dask]'")
 DIES = Path(__file__).with_name("dask_dies_on_first_task.py")
+KEEP_COPIES = {"DASK_DISTRIBUTED__SCHEDULER__ACTIVE_MEMORY_MANAGER__START": "False"}
 
 
 @pytest.fixture(autouse=True)
@@ -274,9 +275,7 @@ def test_hypergradients_refuses_what_is_not_a_case_or_a_client(case):
 def client():
     if not HAVE_DASK:
         pytest.skip("needs dask: pip install 'revlearn[dask]'")
-    from distributed import Client, LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      scheduler_kwargs=distributed._NO_DASHBOARD) as cluster, Client(cluster) as c:
+    with distributed.local_client(2) as c:
         yield c
 
 
@@ -314,7 +313,19 @@ def test_the_base_case_is_shipped_once_to_every_worker(case, client):
     assert distributed.ship(case, client) is first
     holders = client.who_has(first)[first.key]
     assert len(holders) == len(client.scheduler_info()["workers"]) == 2
+    # and stays there: dask's active memory manager would keep one copy once no task waits
+    assert not client.amm.running() and distributed.check_scheduler(client) is None
     assert distributed.ship(case.replace(), client) is not first  # another base, another copy
+
+
+@needs_dask
+def test_a_scheduler_that_would_drop_the_copies_is_named(client):
+    client.amm.start()
+    try:
+        warning = distributed.check_scheduler(client)
+    finally:
+        client.amm.stop()
+    assert "ACTIVE_MEMORY_MANAGER__START=False" in warning and "\n" not in warning
 
 
 @needs_dask
@@ -377,7 +388,7 @@ def scheduler(tmp_path_factory):
     address = f"tcp://127.0.0.1:{free_port()}"
     procs = [subprocess.Popen([*dask_command("scheduler"), "--host", "127.0.0.1", "--port",
                                address.rsplit(":", 1)[1], "--no-dashboard"], stdout=log,
-                              stderr=log)]
+                              stderr=log, env=dict(os.environ, **KEEP_COPIES))]
     try:
         procs += [start_worker(address, log) for _ in range(2)]
         wait_for_workers(address, 2)

@@ -249,9 +249,9 @@ def _cluster(address, say):
             workers = client.scheduler_info().get("workers", {})
         where = "a local cluster" if address == "local" else address
         say(f"dask: {where}, {len(workers)} workers, one thread each")
-        differ = distributed.check_workers(client)
-        if differ:
-            print(f"revlearn run: warning: {differ}", file=sys.stderr)
+        for warning in (distributed.check_workers(client), distributed.check_scheduler(client)):
+            if warning:
+                print(f"revlearn run: warning: {warning}", file=sys.stderr)
         yield client
 
 
