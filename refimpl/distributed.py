@@ -17,6 +17,7 @@ and dask recomputes the tasks it held on the others, which give the same bits. d
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import weakref
@@ -32,6 +33,7 @@ from .threads import available_cores
 from .threads import resolve as resolve_threads
 
 _SHIPPED = weakref.WeakKeyDictionary()  # client -> {base: its future on the cluster}
+TRIM = "MALLOC_TRIM_THRESHOLD_"  # set by dask's nanny in its workers: `check_allocator`
 
 
 def hypergradients(cases, client=None, method="reversible", backend="auto", threads=None):
@@ -159,12 +161,14 @@ def local_client(n_workers):
     leaving. Its scheduler keeps every copy of a shipped base case (dask's active memory manager,
     which would drop all but one between meta-iterations, is off) and serves its HTTP on a free
     port of the loopback (on dask's default 8787 it warns on stderr when another cluster holds
-    it)."""
+    it). Its workers start without dask's MALLOC_TRIM_THRESHOLD_ (see `check_allocator`)."""
+    import dask
     from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           scheduler_kwargs={"dashboard": False,
-                                             "dashboard_address": "127.0.0.1:0"})
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM}": None}):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR,
+                               scheduler_kwargs={"dashboard": False,
+                                                 "dashboard_address": "127.0.0.1:0"})
     with cluster, Client(cluster) as client:
         client.amm.stop()
         yield client
@@ -209,3 +213,22 @@ def check_scheduler(client):
             "the shipped case on one worker only, which then sends it again to the others, and a "
             "run fails if that worker dies; start the scheduler with "
             "DASK_DISTRIBUTED__SCHEDULER__ACTIVE_MEMORY_MANAGER__START=False")
+
+
+def _trim_threshold():
+    return os.environ.get(TRIM)
+
+
+def check_allocator(client):
+    """A sentence naming the workers started with MALLOC_TRIM_THRESHOLD_ set, or None. dask's
+    nanny sets it by default (65536); glibc then also stops raising its mmap threshold, so every
+    temporary array over 128 KiB is mapped and unmapped again, and a hypergradient of the main job
+    took 1.9x as long in such a worker as in one without (docs/distributed.md)."""
+    trimmed = sorted(addr for addr, value in client.run(_trim_threshold).items()
+                     if value is not None)
+    if not trimmed:
+        return None
+    more = " ..." if len(trimmed) > 3 else ""
+    return (f"{len(trimmed)} worker(s) ({', '.join(trimmed[:3])}{more}) run with {TRIM} set, "
+            "which slows revlearn about 2x; start them with "
+            f"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{TRIM}=None")

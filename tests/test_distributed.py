@@ -319,6 +319,21 @@ def test_the_base_case_is_shipped_once_to_every_worker(case, client):
 
 
 @needs_dask
+def test_the_local_workers_run_without_dasks_malloc_trim_threshold(client):
+    assert distributed.check_allocator(client) is None
+    assert set(client.run(distributed._trim_threshold).values()) == {None}
+
+
+def test_workers_with_a_malloc_trim_threshold_are_named():
+    class Client:
+        def run(self, fn):
+            return {"tcp://a:1": "65536", "tcp://b:1": None}
+    warning = distributed.check_allocator(Client())
+    assert warning.startswith("1 worker(s) (tcp://a:1) run with MALLOC_TRIM_THRESHOLD_ set")
+    assert "PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None" in warning and "\n" not in warning
+
+
+@needs_dask
 def test_a_scheduler_that_would_drop_the_copies_is_named(client):
     client.amm.start()
     try:

@@ -249,7 +249,8 @@ def _cluster(address, say):
             workers = client.scheduler_info().get("workers", {})
         where = "a local cluster" if address == "local" else address
         say(f"dask: {where}, {len(workers)} workers, one thread each")
-        for warning in (distributed.check_workers(client), distributed.check_scheduler(client)):
+        for warning in (distributed.check_workers(client), distributed.check_scheduler(client),
+                        distributed.check_allocator(client)):
             if warning:
                 print(f"revlearn run: warning: {warning}", file=sys.stderr)
         yield client
