@@ -231,4 +231,4 @@ def check_allocator(client):
     more = " ..." if len(trimmed) > 3 else ""
     return (f"{len(trimmed)} worker(s) ({', '.join(trimmed[:3])}{more}) run with {TRIM} set, "
             "which slows revlearn about 2x; start them with "
-            f"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{TRIM}=None")
+            f"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\"{{'{TRIM}': None}}\"")

@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -324,13 +325,16 @@ def test_the_local_workers_run_without_dasks_malloc_trim_threshold(client):
     assert set(client.run(distributed._trim_threshold).values()) == {None}
 
 
+class Trimmed:
+    """A client whose one worker of two runs with dask's MALLOC_TRIM_THRESHOLD_."""
+    def run(self, fn):
+        return {"tcp://a:1": "65536", "tcp://b:1": None}
+
+
 def test_workers_with_a_malloc_trim_threshold_are_named():
-    class Client:
-        def run(self, fn):
-            return {"tcp://a:1": "65536", "tcp://b:1": None}
-    warning = distributed.check_allocator(Client())
+    warning = distributed.check_allocator(Trimmed())
     assert warning.startswith("1 worker(s) (tcp://a:1) run with MALLOC_TRIM_THRESHOLD_ set")
-    assert "PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None" in warning and "\n" not in warning
+    assert "\n" not in warning
 
 
 @needs_dask
@@ -459,6 +463,27 @@ def test_a_worker_killed_mid_task_leaves_the_serial_numbers(scheduler, serial_ru
             doomed.wait()
         log.close()
     assert records(out) == records(serial_runs / "3")
+
+
+@needs_dask
+def test_the_advice_for_trimmed_workers_gives_a_worker_without_it(scheduler, tmp_path):
+    from distributed import Client
+    advice = distributed.check_allocator(Trimmed()).split("start them with ")[1]
+    name, value = shlex.split(advice)[0].split("=", 1)
+    env = {k: v for k, v in os.environ.items() if k != distributed.TRIM}
+    with open(tmp_path / "advised.log", "w") as log:
+        worker = subprocess.Popen([*dask_command("worker"), scheduler, "--nthreads", "1",
+                                   "--no-dashboard", "--name", "advised"],  # with a nanny
+                                  env={**env, name: value}, stdout=log, stderr=log)
+        try:
+            wait_for_workers(scheduler, 3)
+            with Client(scheduler) as c:
+                advised = [a for a, w in c.scheduler_info(n_workers=-1)["workers"].items()
+                           if w["name"] == "advised"]
+                assert c.run(distributed._trim_threshold, workers=advised) == {advised[0]: None}
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
 
 
 @needs_dask
