@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from revlearn import cli, meta
-from revlearn.experiments import PRESETS, plotting, runner
+from revlearn import blas, cli, meta
+from revlearn.experiments import PRESETS, common, plotting, runner
 
 from conftest import needs_numba
 
@@ -305,3 +305,22 @@ def test_records_that_lack_a_field_are_refused(tmp_path, capsys, finished_run, n
 def test_too_many_meta_iterations_are_refused(capsys, tmp_path):
     code, _, err = run(["--meta-iters", "1000001", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "--meta-iters '1000001': give an integer >= 1 and <= 1,000,000" in err
+
+
+def test_the_evaluation_holds_the_blas_to_one_thread(monkeypatch):
+    """common.losses (the records' losses, the Optuna baseline's objective) runs the BLAS on one
+    thread: with its own threads on top of revlearn's it took 15x as long on two cores."""
+    if not blas.controlled():
+        pytest.skip("needs threadpoolctl to see the BLAS thread count")
+    seen = []
+
+    class Spy:
+        def loss_and_error(self, *args):
+            seen.append(blas.thread_counts())
+            return 0.0, 0.0
+
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(common, "get_backend", lambda name: Spy())
+    with threadpool_limits(2, user_api="blas"):  # a BLAS free to use two threads, as by default
+        common.losses(type("C", (), {"layout": None, "activation": "tanh"})(), None, None, None)
+    assert seen and set(seen[0].values()) == {1}

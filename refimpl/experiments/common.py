@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import meta, mnist
+from .. import blas, meta, mnist
 from ..errors import InputError
 from ..sgd import get_backend
 from ..threads import Workers
@@ -36,9 +36,11 @@ def mnist_splits(options, n_train, n_valid, n_test):
 
 def losses(case, w, X, y, threads=None, backend="auto"):
     """ell(w; X, y) and the error rate of the case's MLP (on `threads` threads and the backend:
-    the same bits with any)."""
-    return get_backend(backend).loss_and_error(w, X, y, case.layout, case.activation,
-                                               Workers(threads))
+    the same bits with any), with the BLAS on one thread as everywhere in revlearn: its own
+    threads on top of ours made this 15x slower on two cores and changed the last bits."""
+    with blas.single_threaded():
+        return get_backend(backend).loss_and_error(w, X, y, case.layout, case.activation,
+                                                   Workers(threads))
 
 
 def check_mnist_dir(options):
