@@ -310,8 +310,9 @@ def test_too_many_meta_iterations_are_refused(capsys, tmp_path):
 def test_the_evaluation_holds_the_blas_to_one_thread(monkeypatch):
     """common.losses (the records' losses, the Optuna baseline's objective) runs the BLAS on one
     thread: with its own threads on top of revlearn's it took 15x as long on two cores."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")  # to let the BLAS use two threads
     if not blas.controlled():
-        pytest.skip("needs threadpoolctl to see the BLAS thread count")
+        pytest.skip("the BLAS thread count cannot be seen here")
     seen = []
 
     class Spy:
@@ -319,8 +320,7 @@ def test_the_evaluation_holds_the_blas_to_one_thread(monkeypatch):
             seen.append(blas.thread_counts())
             return 0.0, 0.0
 
-    from threadpoolctl import threadpool_limits
     monkeypatch.setattr(common, "get_backend", lambda name: Spy())
-    with threadpool_limits(2, user_api="blas"):  # a BLAS free to use two threads, as by default
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):  # free to use two, as by default
         common.losses(type("C", (), {"layout": None, "activation": "tanh"})(), None, None, None)
     assert seen and set(seen[0].values()) == {1}
