@@ -16,7 +16,8 @@ gamma, beta1 and beta2 are kept unquantised in theta; the Case quantises sigmoid
 n / 2**16 (clipped to gamma's range [2**-16, 1], the betas' [2**-16, 1 - 2**-16]) and the chain
 treats that rounding as the identity (the hypergradient is taken at the effective value).
 
-Meta-steps on g = d f / d theta, per learned array, with i the number of steps already taken:
+Meta-steps on g = d f / d theta, per learned array, with i the number of steps already taken and
+eta = step_size, or step_size / (1 + i / tau) with a decay time tau (`step_decay`):
 
     gradient descent   theta <- theta - eta g
     Adam               m <- b1 m + (1 - b1) g,   s <- b2 s + (1 - b2) g**2
@@ -28,12 +29,22 @@ ell(w_T; X_train, y_train) (the paper's choice for learning schedules): the Case
 then holds the training set as its validation set. With `fresh_seed`, meta-iteration i draws its own
 unit initial noise eps and batches from ``np.random.default_rng([seed, i])``, so any meta-iteration
 can be recomputed from (seed, i) alone and a resumed run repeats an uninterrupted one bit for bit.
+
+A meta-batch of K > 1 (`meta_batch`) computes K hypergradients per meta-iteration, member k on its
+own eps and batches from ``np.random.default_rng([seed, i, k])`` (with or without `fresh_seed`: K
+copies of one case would give one hypergradient K times), and steps on their mean
+
+    g = ((g_0 + g_1) + ... + g_{K-1}) / K        (summed in the order k = 0, 1, ...)
+
+The members are independent: `step` takes an optional dask client and computes them on its
+workers (`revlearn.distributed`), the same bits as without one.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import distributed
 from .case import BETA_MAX, GAMMA_MIN
 from .errors import InputError
 from .sgd import BACKENDS, METHODS, hypergradient
@@ -84,15 +95,18 @@ class MetaConfig:
     learn: names of the learned hyperparameters (a subset of LEARNABLE that the Case has: gamma
     for a case trained with momentum, beta1, beta2, epsilon for one trained with Adam; the others
     stay frozen at the Case's values); optimizer (the meta-optimizer, whatever the case trains
-    with) "adam" or "sgd" (plain gradient descent) with meta step size
-    `step_size` (eta); Adam's b1, b2, eps; objective "valid" or "train"; fresh_seed: draw new eps
-    and batches each meta-iteration from (seed, i); method, backend and threads as in
-    `hypergradient` (backend and threads change the speed, never the results).
+    with) "adam" or "sgd" (plain gradient descent) with meta step size `step_size` (eta), divided
+    by 1 + i / step_decay at meta-iteration i when step_decay is given (in meta-iterations; None:
+    constant); Adam's b1, b2, eps; objective "valid" or "train"; fresh_seed: draw new eps and
+    batches each meta-iteration from (seed, i); meta_batch: K hypergradients per meta-iteration,
+    each on its own draws from (seed, i, k), the step on their mean; method, backend and threads
+    as in `hypergradient` (backend and threads change the speed, never the results).
     """
 
     learn: tuple = ("alpha", "gamma", "init_scale")
     optimizer: str = "adam"
     step_size: float = 0.04
+    step_decay: float = None
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
@@ -102,6 +116,7 @@ class MetaConfig:
     method: str = "reversible"
     backend: str = "auto"
     threads: int = None
+    meta_batch: int = 1
 
     def __post_init__(self):
         learn = tuple(self.learn) if not isinstance(self.learn, str) else (self.learn,)
@@ -117,12 +132,22 @@ class MetaConfig:
                                  f"{', '.join(map(repr, allowed))}")
         if not (np.isfinite(self.step_size) and self.step_size > 0):
             raise InputError(f"step_size = {self.step_size!r}; the meta step size is a number > 0")
+        decay = self.step_decay
+        if decay is not None and not (isinstance(decay, (int, float, np.integer, np.floating))
+                                      and not isinstance(decay, (bool, np.bool_))
+                                      and np.isfinite(decay) and decay > 0):
+            raise InputError(f"step_decay = {decay!r}; give a number of meta-iterations > 0, or "
+                             "None for a constant meta step")
         if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0):
             raise InputError(f"Adam needs 0 <= b1, b2 < 1 and eps > 0; received b1={self.b1}, "
                              f"b2={self.b2}, eps={self.eps}")
         resolve_threads(self.threads)
         if not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
             raise InputError(f"seed = {self.seed!r}; use a non-negative integer")
+        if not (isinstance(self.meta_batch, (int, np.integer))
+                and not isinstance(self.meta_batch, (bool, np.bool_)) and self.meta_batch >= 1):
+            raise InputError(f"meta_batch = {self.meta_batch!r}; use an integer >= 1 (the number "
+                             "of hypergradients averaged per meta-iteration)")
         if "X_train" in learn and self.objective == "train":
             raise InputError("learning X_train against the training loss is ill-posed (the "
                              "objective would move with the data); use objective='valid'")
@@ -164,13 +189,20 @@ class MetaState:
         return {k: TRANSFORMS[k].forward(t) for k, t in self.theta.items()}
 
 
-class MetaStep:
-    """One meta-iteration's outcome: the Case it trained, its Result, the meta-gradient g =
-    d f / d theta (name -> array) and its norm over all learned arrays."""
+def _norm(grad):
+    return float(np.sqrt(sum(np.sum(g * g) for g in grad.values())))
 
-    def __init__(self, case, result, grad):
+
+class MetaStep:
+    """One meta-iteration's outcome: the Case its first member (k = 0) trained and that member's
+    Result, the meta-gradient g = d f / d theta (name -> array; the mean over the members) and
+    its norm over all learned arrays; and per member k its meta-objective f_k
+    (`objectives`) and the norm of its own meta-gradient (`grad_norms`)."""
+
+    def __init__(self, case, result, grad, objectives, grad_norms):
         self.case, self.result, self.grad = case, result, grad
-        self.grad_norm = float(np.sqrt(sum(np.sum(g * g) for g in grad.values())))
+        self.grad_norm = _norm(grad)
+        self.objectives, self.grad_norms = objectives, grad_norms
 
 
 def init(case, config):
@@ -194,12 +226,14 @@ def init(case, config):
     return MetaState(0, theta, zeros, {k: v.copy() for k, v in zeros.items()})
 
 
-def case_at(case, state, config):
-    """The Case meta-iteration state.i trains: learned hyperparameters from theta, fresh eps and
-    batches from default_rng([seed, i]) when asked, and the objective's evaluation set."""
+def case_at(case, state, config, k=0):
+    """The Case member k of meta-iteration state.i trains: learned hyperparameters from theta,
+    fresh eps and batches from default_rng([seed, i, k]) in a meta-batch of K > 1, else from
+    default_rng([seed, i]) when asked, and the objective's evaluation set."""
     changes = state.hyper()
-    if config.fresh_seed:
-        rng = np.random.default_rng([config.seed, state.i])
+    if config.fresh_seed or config.meta_batch > 1:
+        key = [config.seed, state.i] if config.meta_batch == 1 else [config.seed, state.i, k]
+        rng = np.random.default_rng(key)
         T, B = case.batches.shape
         changes["eps"] = rng.standard_normal(case.P)
         changes["batches"] = sample_batches(len(case.X_train), T, B, rng)
@@ -219,6 +253,8 @@ def chain(state, result):
 def update(state, grad, config):
     """One meta-step (Adam or gradient descent) from state with meta-gradient grad."""
     eta, i = config.step_size, state.i
+    if config.step_decay is not None:
+        eta = eta / (1 + i / config.step_decay)
     if config.optimizer == "sgd":
         theta = {k: t - eta * grad[k] for k, t in state.theta.items()}
         return MetaState(i + 1, theta, state.m, state.s)
@@ -231,14 +267,35 @@ def update(state, grad, config):
     return MetaState(i + 1, theta, m, s)
 
 
-def step(case, state, config):
-    """One meta-iteration: train and reverse the case at `state`, chain the hypergradient, update.
+def member(case, state, config, k, threads):
+    """Member k of the meta-batch at `state`: (its meta-gradient, and its Result for k = 0 or
+    else its meta-objective alone; on a cluster only the first member's w_T comes back)."""
+    result = hypergradient(case_at(case, state, config, k), method=config.method,
+                           backend=config.backend, threads=threads)
+    return chain(state, result), result if k == 0 else result.valid_loss
 
-    Returns (next state, MetaStep). A pure function of its arguments: the same inputs give the
-    same outputs bit for bit.
+
+def step(case, state, config, client=None):
+    """One meta-iteration: train and reverse the config.meta_batch cases at `state`, chain their
+    hypergradients, update on their mean.
+
+    client: None (here, the members one after another on config.threads threads) or a dask
+    client (the members on its workers, one thread each, the base case shipped to each worker
+    once). Returns (next state, MetaStep). A pure function of case, state and config: the same
+    inputs give the same outputs bit for bit, with or without a client.
     """
-    case_i = case_at(case, state, config)
-    result = hypergradient(case_i, method=config.method, backend=config.backend,
-                           threads=config.threads)
-    grad = chain(state, result)
-    return update(state, grad, config), MetaStep(case_i, result, grad)
+    K = config.meta_batch
+    threads = config.threads if client is None else 1
+    members = distributed.starmap(member, case, [(state, config, k, threads) for k in range(K)],
+                                  client)
+    objectives, norms = [], []
+    for k, (grad_k, out) in enumerate(members):
+        if k == 0:
+            result, total = out, grad_k
+        else:
+            total = {name: total[name] + g for name, g in grad_k.items()}
+        objectives.append(out.valid_loss if k == 0 else out)
+        norms.append(_norm(grad_k))
+    grad = {name: g / K for name, g in total.items()}
+    outcome = MetaStep(case_at(case, state, config), result, grad, objectives, norms)
+    return update(state, grad, config), outcome

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from revlearn import cli, meta
-from revlearn.experiments import PRESETS, plotting, runner
+from revlearn import blas, cli, meta
+from revlearn.experiments import PRESETS, common, plotting, runner
 
 from conftest import needs_numba
 
@@ -251,8 +251,13 @@ def rewrite_checkpoint(folder, meta_changes=None, array_changes=None, job=None):
 @pytest.mark.parametrize("change, message", [
     (dict(job=False), "lacks the run's description"),
     (dict(job="{not json"), "the run's description is not valid JSON"),
-    (dict(job="[1, 2]"), "checkpoint format None is not 2"),
-    (dict(meta_changes={"format": 1}), "checkpoint format 1 is not 2; it was written by another"),
+    (dict(job="[1, 2]"), "checkpoint format None is not 3"),
+    (dict(meta_changes={"format": 1}), "checkpoint format 1 is not 3; it was written by another"),
+    (dict(meta_changes={"options.meta_batch": 0}), "option meta_batch is 0, not a valid value"),
+    (dict(meta_changes={"options.meta_step_decay": -1.0}),
+     "option meta_step_decay is -1.0, not a valid value"),
+    (dict(meta_changes={"options.meta_step_decay": "slow"}),
+     "option meta_step_decay is 'slow', not a valid value"),
     (dict(meta_changes={"options.seed": None}), "the run's options are not preset, seed"),
     (dict(meta_changes={"options.seed": "zero"}), "option seed is 'zero', not a valid value"),
     (dict(meta_changes={"options.small": 1}), "option small is 1, not a valid value"),
@@ -339,3 +344,22 @@ def test_a_checkpoint_written_before_adam_resumes_as_momentum(tmp_path, finished
     assert "optimizer" not in json.loads(str(checkpoint(folder)["__job__"]))["options"]
     assert run(["--resume", str(folder)]) == 0
     assert results(folder)["options"]["optimizer"] == "momentum"
+
+
+def test_the_evaluation_holds_the_blas_to_one_thread(monkeypatch):
+    """common.losses (the records' losses, the Optuna baseline's objective) runs the BLAS on one
+    thread: with its own threads on top of revlearn's it took 15x as long on two cores."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")  # to let the BLAS use two threads
+    if not blas.controlled():
+        pytest.skip("the BLAS thread count cannot be seen here")
+    seen = []
+
+    class Spy:
+        def loss_and_error(self, *args):
+            seen.append(blas.thread_counts())
+            return 0.0, 0.0
+
+    monkeypatch.setattr(common, "get_backend", lambda name: Spy())
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):  # free to use two, as by default
+        common.losses(type("C", (), {"layout": None, "activation": "tanh"})(), None, None, None)
+    assert seen and set(seen[0].values()) == {1}

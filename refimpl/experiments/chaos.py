@@ -12,11 +12,14 @@ validation loss and its derivative
 from one reversible hypergradient. Where training is stable the exact derivative follows the curve;
 past the edge of chaos the curve turns jagged and the derivative swings over many orders of
 magnitude, describing nothing beyond an infinitesimal neighbourhood. Same eps and batches at every
-point (the paper's "same random seed every time").
+point (the paper's "same random seed every time"). The points are independent: with a dask client
+(`--dask`) they are all computed at once on its workers (`revlearn.distributed.starmap`), and
+each step of the run takes its point's results in order, the same bits.
 """
 
 import numpy as np
 
+from .. import distributed
 from ..case import Case
 from ..errors import TrainingError
 from ..mlp import Layout
@@ -36,8 +39,26 @@ def default_meta_iters(options):
     return SMALL["meta_iters"] if options["small"] else 20 if options["paper"] else 30
 
 
+def point(case, log_alpha, horizons, backend, threads):
+    """The record of one step size alpha = exp(log_alpha): at each horizon T, the validation loss
+    and d f / d log alpha of the case's first T steps (NaN where training leaves the fixed-point
+    range)."""
+    rec = {"log_alpha": log_alpha}
+    for T in horizons:
+        c = case.replace(batches=case.batches[:T], alpha=np.full((T, case.G), np.exp(log_alpha)),
+                         gamma=case.gamma[:T])
+        try:
+            res = hypergradient(c, backend=backend, threads=threads)
+            rec[f"valid_loss_T{T}"] = res.valid_loss
+            rec[f"dlog_alpha_T{T}"] = float(np.sum(c.alpha * res.d_alpha))
+        except TrainingError:  # left the fixed-point range: no loss, no gradient
+            rec[f"valid_loss_T{T}"] = rec[f"dlog_alpha_T{T}"] = float("nan")
+    return rec
+
+
 class Job:
     unit = "step size"
+    _mapped = None  # (client, next step, the points from it on) while a cluster computes them
 
     def __init__(self, options):
         small = options["small"]
@@ -70,20 +91,17 @@ class Job:
     def state_from_arrays(self, arrays):
         return int(arrays["i"])
 
-    def step(self, i):
-        log_alpha = float(self.log_alphas[i])
-        rec = {"i": i, "log_alpha": log_alpha}
-        for T in self.horizons:
-            case = self.case.replace(batches=self.case.batches[:T],
-                                     alpha=np.full((T, self.case.G), np.exp(log_alpha)),
-                                     gamma=self.case.gamma[:T])
-            try:
-                res = hypergradient(case, backend=self.backend, threads=self.threads)
-                rec[f"valid_loss_T{T}"] = res.valid_loss
-                rec[f"dlog_alpha_T{T}"] = float(np.sum(case.alpha * res.d_alpha))
-            except TrainingError:  # left the fixed-point range: no loss, no gradient
-                rec[f"valid_loss_T{T}"] = rec[f"dlog_alpha_T{T}"] = float("nan")
-        return i + 1, rec
+    def step(self, i, client=None):
+        if client is None:
+            fields = point(self.case, float(self.log_alphas[i]), self.horizons, self.backend,
+                           self.threads)
+        else:
+            if self._mapped is None or self._mapped[:2] != (client, i):
+                items = [(float(a), self.horizons, self.backend, 1) for a in self.log_alphas[i:]]
+                self._mapped = (client, i, distributed.starmap(point, self.case, items, client))
+            fields = next(self._mapped[2])
+            self._mapped = (client, i + 1, self._mapped[2])
+        return i + 1, {"i": i, **fields}
 
     def progress(self, rec):
         return f"log alpha {rec['log_alpha']:+.2f}  " + "  ".join(

@@ -5,12 +5,15 @@ Exit codes: 0 done, 2 bad input (one line on stderr, before any work or file wri
 interrupted by Ctrl-C (the last completed step is saved; `--resume DIR` continues).
 """
 
+import contextlib
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
-from .. import blas
+from .. import blas, distributed
 from ..case import OPTIMIZERS
 from ..errors import InputError
 from ..sgd import BACKENDS, get_backend
@@ -54,11 +57,24 @@ def add_parser(subparsers):
     p.add_argument("--mnist", metavar="DIR",
                    help="folder with the canonical MNIST files: test on all 10,000 t10k images "
                    "instead of the embedded 5,000")
+    p.add_argument("--meta-batch", metavar="K",
+                   help="hypergradients per meta-iteration (default 1), each on its own fresh "
+                   "initial noise and batches; the meta-step follows their mean")
+    p.add_argument("--meta-step-decay", metavar="TAU",
+                   help="divide the meta step by 1 + i / TAU at meta-iteration i (default: a "
+                   "constant meta step)")
+    p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
+                   help="compute a meta-batch (or the chaos sweep's step sizes) on a dask "
+                   "cluster: alone, a local one with one single-threaded worker process per "
+                   "core; with tcp://HOST:PORT, the scheduler there. The same bits as without "
+                   "(needs `pip install 'revlearn[dask]'`)")
     p.set_defaults(func=handler)
     return p
 
 
 MAX_META_ITERS = 1_000_000
+MAX_META_BATCH = 10_000
+ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://\S+|[^\s/:]+:\d+")
 
 
 def _int(flag, text, minimum, maximum=None):
@@ -72,9 +88,38 @@ def _int(flag, text, minimum, maximum=None):
     return value
 
 
+def _decay(text):
+    """The value of --meta-step-decay: None when not given, else a number > 0 (a float)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"--meta-step-decay {text!r}: give a number of meta-iterations > 0")
+    return value
+
+
 def threads_flag(text):
     """The value of --threads: None (every core) when not given, else an integer >= 1."""
     return None if text is None else _int("--threads", text, 1)
+
+
+def _check_dask(value):
+    """Refuse a --dask value that is no scheduler address, or --dask without dask installed."""
+    if value is None:
+        return
+    if value != "local" and not ADDRESS.fullmatch(value):
+        hint = (f" (to run {value} on a local cluster, write --dask after the name)"
+                if value in PRESETS else "")
+        raise InputError(f"--dask {value!r}: give a scheduler address such as "
+                         f"tcp://HOST:PORT, or no value for a local cluster{hint}")
+    try:
+        import distributed  # noqa: F401  (only checked here; revlearn.distributed uses it)
+    except ImportError:
+        raise InputError("--dask needs dask.distributed, which is not installed: "
+                         "`pip install 'revlearn[dask]'`, or run without --dask") from None
 
 
 def _options(args):
@@ -83,14 +128,17 @@ def _options(args):
     if args.backend not in BACKENDS:
         raise InputError(f"--backend {args.backend!r}: use one of {', '.join(BACKENDS)}")
     threads = threads_flag(args.threads)
+    _check_dask(args.dask)
     if args.resume:
         fixed = [f for f, v in (("--seed", args.seed != "0"), ("--paper", args.paper),
                  ("--small", args.small), ("--mnist", args.mnist), ("--out", args.out),
-                 ("--optimizer", args.optimizer != "momentum")) if v]
+                 ("--optimizer", args.optimizer != "momentum"),
+                 ("--meta-batch", args.meta_batch is not None),
+                 ("--meta-step-decay", args.meta_step_decay is not None)) if v]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change on --resume: the checkpoint "
-                             "fixes them (--meta-iters may extend a run; --backend and "
-                             "--threads may change, they never change the results)")
+                             "fixes them (--meta-iters may extend a run; --backend, --threads "
+                             "and --dask may change, they never change the results)")
         options, arrays, records, provenance = runner.read_checkpoint(args.resume)
         if options["meta_iters"] > MAX_META_ITERS:
             raise InputError(f"--resume {args.resume}: its checkpoint asks for "
@@ -129,6 +177,14 @@ def _options(args):
     options["meta_iters"] = (_int("--meta-iters", args.meta_iters, 1, MAX_META_ITERS)
                              if args.meta_iters is not None
                              else PRESETS[name].default_meta_iters(options))
+    options["meta_batch"] = (1 if args.meta_batch is None
+                             else _int("--meta-batch", args.meta_batch, 1, MAX_META_BATCH))
+    options["meta_step_decay"] = _decay(args.meta_step_decay)
+    if name == "chaos" and options["meta_batch"] != 1:
+        raise InputError("--meta-batch: the chaos sweep has no meta-iterations to average over; "
+                         "--dask alone computes its step sizes on a cluster")
+    if name == "chaos" and options["meta_step_decay"] is not None:
+        raise InputError("--meta-step-decay: the chaos sweep takes no meta-steps")
     out = Path(args.out or f"revlearn-runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     _check_out(out)
     return options, out, None, [], None
@@ -184,17 +240,48 @@ def handler(args, say=print):
     job = PRESETS[options["preset"]].Job(options)
     where = f"--resume {out}: {runner.CHECKPOINT}"
     state = job.initial_state() if arrays is None else _resumed_state(job, arrays, records, where)
+    with _cluster(args.dask, say) as client:
+        return _run(job, options, out, state, records, where, arrays is not None, say, client)
+
+
+@contextlib.contextmanager
+def _cluster(address, say):
+    """The dask client --dask asks for (None without it), connected before anything is written
+    and closed, with a local cluster's workers, however the run ends (Ctrl-C included)."""
+    if address is None:
+        yield None
+        return
+    with distributed.connect(address) as client:
+        workers = client.scheduler_info().get("workers", {})
+        if not workers:
+            say(f"dask: no workers at {address} yet; waiting for one (start them with `dask "
+                f"worker {address}`; Ctrl-C stops)")
+            client.wait_for_workers(1)
+            workers = client.scheduler_info().get("workers", {})
+        where = "a local cluster" if address == "local" else address
+        say(f"dask: {where}, {len(workers)} workers, one thread each")
+        for warning in (distributed.check_workers(client), distributed.check_scheduler(client),
+                        distributed.check_allocator(client)):
+            if warning:
+                print(f"revlearn run: warning: {warning}", file=sys.stderr)
+        yield client
+
+
+def _run(job, options, out, state, records, where, resumed, say, client):
+    """Run job (from `state`, after `records`) into --out, then finish it; the exit code."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create --out {out}: {e.strerror}") from None
-    say(f"revlearn run {options['preset']}: {job.headline}")
+    K = options["meta_batch"]
+    say(f"revlearn run {options['preset']}: {job.headline}"
+        + (f"; a meta-batch of {K} hypergradients per meta-iteration" if K > 1 else ""))
     say(f"writing to {out}/" + (f"  (resuming after {len(records)} {job.unit}s)"
                                 if records else ""))
     start, done_before = time.perf_counter(), len(records)
     try:
         with blas.single_threaded():  # the evaluations' products too: the same bits every run
-            state, records = runner.run(job, out, options, state, records, say)
+            state, records = runner.run(job, out, options, state, records, say, client)
     except runner.Interrupted as e:
         runner.write_json(out / runner.RESULTS, runner.results_document(
             options, e.records, None, [], time.perf_counter() - start, complete=False))
@@ -205,7 +292,7 @@ def handler(args, say=print):
         try:
             summary, table, files = job.finish(state, records, out, plt)
         except KeyError as e:
-            if arrays is None:
+            if not resumed:
                 raise
             raise InputError(f"{where}: its records lack the field {e}, which a "
                              f"{options['preset']!r} run records") from None

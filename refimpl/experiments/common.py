@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import meta, mnist
+from .. import blas, meta, mnist
 from ..errors import InputError
 from ..sgd import get_backend
 from ..threads import Workers
@@ -36,9 +36,11 @@ def mnist_splits(options, n_train, n_valid, n_test):
 
 def losses(case, w, X, y, threads=None, backend="auto"):
     """ell(w; X, y) and the error rate of the case's MLP (on `threads` threads and the backend:
-    the same bits with any)."""
-    return get_backend(backend).loss_and_error(w, X, y, case.layout, case.activation,
-                                               Workers(threads))
+    the same bits with any), with the BLAS on one thread as everywhere in revlearn: its own
+    threads on top of ours made this 15x slower on two cores and changed the last bits."""
+    with blas.single_threaded():
+        return get_backend(backend).loss_and_error(w, X, y, case.layout, case.activation,
+                                                   Workers(threads))
 
 
 def check_mnist_dir(options):
@@ -66,8 +68,8 @@ class MetaJob:
     def state_from_arrays(self, arrays):
         return meta.MetaState.from_arrays(arrays)
 
-    def step(self, state):
-        new, outcome = meta.step(self.case, state, self.config)
+    def step(self, state, client=None):
+        new, outcome = meta.step(self.case, state, self.config, client)
         return new, self.record(state, outcome)
 
     def evaluate(self, case_i, w):
@@ -80,13 +82,23 @@ class MetaJob:
                     test_error=test_err)
 
     def record(self, state, outcome):
+        """The losses of the first member's w_T and the meta-gradient's norm; in a meta-batch of
+        K > 1 also the spread across the members: the mean and standard deviation of their
+        meta-objectives, and the mean of their meta-gradients' norms (beside the norm of the
+        mean, grad_norm: 1/sqrt(K) of it for pure noise, all of it where they agree)."""
         rec = {"i": state.i, **self.evaluate(outcome.case, outcome.result.w_final),
                "meta_objective": outcome.result.valid_loss, "grad_norm": outcome.grad_norm}
+        if len(outcome.objectives) > 1:
+            f = np.array(outcome.objectives)
+            rec.update(meta_objective=float(np.mean(f)), meta_objective_sd=float(np.std(f, ddof=1)),
+                       member_grad_norm=float(np.mean(outcome.grad_norms)))
         return rec
 
     def progress(self, rec):
+        spread = (f" (members {rec['member_grad_norm']:.2e})" if "member_grad_norm" in rec
+                  else "")
         return (f"train {rec['train_loss']:.4f}  valid {rec['valid_loss']:.4f}  "
-                f"test {rec['test_loss']:.4f}  |grad| {rec['grad_norm']:.2e}")
+                f"test {rec['test_loss']:.4f}  |grad| {rec['grad_norm']:.2e}{spread}")
 
     def final_evaluation(self, state):
         """Train once more with the final (never evaluated) hyperparameters and evaluate."""
@@ -107,9 +119,13 @@ def loss_table(rows, test_name):
     return "\n".join(lines)
 
 
+SPREAD = ("meta_objective_sd", "member_grad_norm")  # what a meta-batch of K > 1 adds (`record`)
+
+
 def write_history(path, records, keys, extra=None):
-    """One row per step: the scalar `keys`, then a list-valued record field spread over columns
-    named `extra = (field, names)`."""
+    """One row per step: the scalar `keys` (and the meta-batch's spread, when recorded), then a
+    list-valued record field spread over columns named `extra = (field, names)`."""
+    keys = list(keys) + [k for k in SPREAD if records and k in records[0]]
     header = list(keys)
     if extra is not None:
         header += [f"{extra[0]}_{n}" for n in extra[1]]

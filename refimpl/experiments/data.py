@@ -44,7 +44,9 @@ class Job(common.MetaJob):
                          grad_train_inputs=True)
         self.config = meta.MetaConfig(learn=("X_train",), step_size=META_STEP,
                                       seed=options["seed"], backend=options["backend"],
-                                      threads=options.get("threads"))
+                                      threads=options.get("threads"),
+                                      meta_batch=options["meta_batch"],
+                                      step_decay=options["meta_step_decay"])
         self.n_steps = options["meta_iters"]
         self.headline = (f"784-10 logistic regression trained on 10 learned images (one per "
                          f"class, from blank), T = {steps} full-batch steps; 7840 pixels learned "

@@ -49,7 +49,9 @@ class Job(common.MetaJob):
         self.config = meta.MetaConfig(learn=("l2",), optimizer=s["optimizer"],
                                       step_size=s["step_size"], objective="valid",
                                       seed=options["seed"], backend=options["backend"],
-                                      threads=options.get("threads"))
+                                      threads=options.get("threads"),
+                                      meta_batch=options["meta_batch"],
+                                      step_decay=options["meta_step_decay"])
         self.n_steps = options["meta_iters"]
         self.headline = (f"784-10 logistic regression, {len(X)} MNIST training images, "
                          f"T = {steps}, batch {batch}; learning {lay.sizes[0]} L2 penalties "

@@ -64,7 +64,9 @@ class Job(common.MetaJob):
         self.eps = rng.standard_normal(self.model.layout.P)
         self.case = self.full_batch_case(X, y, Xv, yv, np.full(self.model.layout.G, LAM0))
         self.config = meta.MetaConfig(learn=("l2",), step_size=META_STEP, seed=options["seed"],
-                                      backend=options["backend"], threads=options.get("threads"))
+                                      backend=options["backend"], threads=options.get("threads"),
+                                      meta_batch=options["meta_batch"],
+                                      step_decay=options["meta_step_decay"])
         self.n_steps = options["meta_iters"]
         self.headline = (f"10 tasks (5 Omniglot alphabets + the same rotated 90 degrees), one "
                          f"{'-'.join(map(str, self.model.layer_sizes))} tanh net each "

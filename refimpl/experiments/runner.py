@@ -1,7 +1,8 @@
 """The experiment runner: a loop of steps that survives interruption.
 
 A preset's Job (see `experiments/__init__.py`) turns options into a sequence of `n_steps` steps,
-each a pure function of the previous state:  (state, record) = job.step(state). After every step
+each a pure function of the previous state:  (state, record) = job.step(state, client), client
+None or a dask client that computes the step's independent parts (the same bits). After every step
 the runner writes a checkpoint (the state's arrays and all records so far) atomically: to a
 temporary file in the same folder, flushed and fsynced, then renamed over the old one with
 os.replace, so a checkpoint on disk is always a complete step. `--resume DIR` reads it back and
@@ -15,6 +16,7 @@ Progress printing lives here, never in the maths.
 import csv
 import io
 import json
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +30,9 @@ from ..npzfile import read_npz
 
 CHECKPOINT = "checkpoint.npz"
 RESULTS = "results.json"
-FORMAT = 2  # 2: the answers of revlearn 0.2 (chunks of rows, own tanh), threads and provenance
+FORMAT = 3  # 2: the answers of revlearn 0.2 (chunks of rows, own tanh), threads and provenance;
+#             3: the options meta_batch and meta_step_decay (a format-2 checkpoint reads as
+#                meta_batch 1, meta_step_decay None)
 
 
 def write_json(path, obj):
@@ -65,7 +69,8 @@ class Checkpoint(NamedTuple):
 
 OPTION_TYPES = {"preset": (str,), "seed": (int,), "backend": (str,), "threads": (int, type(None)),
                 "paper": (bool,), "small": (bool,), "mnist_dir": (str, type(None)),
-                "meta_iters": (int,), "optimizer": (str,)}
+                "meta_iters": (int,), "optimizer": (str,), "meta_batch": (int,),
+                "meta_step_decay": (float, type(None))}
 
 
 def read_checkpoint(out):
@@ -92,11 +97,13 @@ def read_checkpoint(out):
         meta = json.loads(str(job))
     except (ValueError, RecursionError):
         raise InputError(f"{where}: the run's description is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (2, FORMAT):
         found = meta.get("format") if isinstance(meta, dict) else None
         raise InputError(f"{where}: checkpoint format {found} is not {FORMAT}; it was written by "
                          "another revlearn version")
     options, records, provenance = meta.get("options"), meta.get("records"), meta.get("provenance")
+    if meta["format"] == 2 and isinstance(options, dict) and "meta_batch" not in options:
+        options.update(meta_batch=1, meta_step_decay=None)  # one hypergradient, constant step
     if isinstance(options, dict):
         options.setdefault("optimizer", "momentum")  # checkpoints written before Adam
     _check_options(options, where)
@@ -111,9 +118,10 @@ def _check_options(options, where):
         raise InputError(f"{where}: the run's options are not {', '.join(OPTION_TYPES)}")
     for key, types in OPTION_TYPES.items():
         value = options[key]
-        minimum = 1 if key in ("meta_iters", "threads") else 0
+        minimum = 1 if key in ("meta_iters", "threads", "meta_batch") else 0
         if type(value) not in types or (isinstance(value, int) and not isinstance(value, bool)
-                                        and value < minimum):
+                                        and value < minimum) or (type(value) is float and not (
+                                            math.isfinite(value) and value > 0)):
             raise InputError(f"{where}: option {key} is {value!r}, not a valid value")
 
 
@@ -164,8 +172,9 @@ class Interrupted(Exception):
         self.records = records
 
 
-def run(job, out, options, state, records, say=print):
-    """Carry job from `state` (with its `records`) to job.n_steps, checkpointing every step.
+def run(job, out, options, state, records, say=print, client=None):
+    """Carry job from `state` (with its `records`) to job.n_steps, checkpointing every step;
+    with a dask client the steps' independent work runs on its workers (the same bits).
 
     Returns the final (state, records). Raises Interrupted on Ctrl-C, after the last completed
     step's checkpoint is safely on disk.
@@ -175,7 +184,7 @@ def run(job, out, options, state, records, say=print):
     first = len(records)
     try:
         while len(records) < job.n_steps:
-            state, record = job.step(state)
+            state, record = job.step(state, client)
             records = records + [record]
             write_checkpoint(out, options, job.state_arrays(state), records)
             done_here += 1

@@ -78,7 +78,9 @@ class Job(common.MetaJob):
                                       optimizer="adam", step_size=META_STEP,
                                       objective=s["objective"], fresh_seed=s["fresh_seed"],
                                       seed=options["seed"], backend=options["backend"],
-                                      threads=options.get("threads"))
+                                      threads=options.get("threads"),
+                                      meta_batch=options["meta_batch"],
+                                      step_decay=options["meta_step_decay"])
         self.n_steps = options["meta_iters"]
         learned = lay.G * ((1 + len(self.decays)) * steps + 1)
         self.headline = (f"{'-'.join(map(str, SIZES))} tanh, {len(X)} MNIST training images, "
