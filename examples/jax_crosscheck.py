@@ -110,6 +110,10 @@ def main(case, theirs):
     if Path(case).is_dir():
         Path(theirs).mkdir(exist_ok=True)
         for entry in json.loads((Path(case) / "index.json").read_text())["cases"]:
+            spec = json.loads((Path(case) / entry["spec"]).read_text())
+            if spec.get("optimizer", "momentum") != "momentum":  # check lists it as absent
+                print(f"skipped {entry['file']}: trained with {spec['optimizer']}")
+                continue
             answer(Path(case) / entry["file"], Path(theirs) / entry["file"])
     else:
         answer(case, theirs)

@@ -12,7 +12,7 @@ from .gradcheck import GradientCheckError, check_grad
 from .sgd import hypergradient, train, valid_loss
 from .spec import make_case
 
-__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 
 __all__ = ["Case", "GradientCheckError", "InputError", "Result", "TrainingError", "__version__",
            "check_grad", "hypergradient", "make_case", "train", "valid_loss"]

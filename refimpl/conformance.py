@@ -40,7 +40,7 @@ from .atomic import atomic_write_bytes
 from .errors import InputError
 from .spec import make_case
 
-SUITE_VERSION = 1
+SUITE_VERSION = 2  # 1: momentum's 13 cases; 2: Adam's 6 added, the 13 unchanged
 PINS = Path(__file__).with_name("conformance_pins.json")
 INDEX = "index.json"
 MAX_INDEX_BYTES = 64 << 20  # an index of a few cases is kilobytes
@@ -84,9 +84,25 @@ def _weight_l2(P):
     return [round(10 ** (-4 + 3 * ((0.618034 * i) % 1)), 9) for i in range(P)]
 
 
+def _adam_schedules(T, G):
+    """Adam's alpha, beta1 and beta2 per step and group: alpha warms up over 5 steps and decays,
+    beta1 rises from 0.5 to 0.95 and beta2 from 0.9 to 0.999; beta1 = 2**-16 at step 4 and
+    beta2 = 1 - 2**-16 at step 6 (the ends of their range)."""
+    alpha = [[round(0.02 * min(1, (t + 1) / 5) * 0.97 ** t * (1 + 0.25 * g), 6) for g in range(G)]
+             for t in range(T)]
+    beta1 = [[round(0.5 + 0.45 * t / (T - 1) - 0.05 * (g % 2), 6) for g in range(G)]
+             for t in range(T)]
+    beta2 = [[round(0.9 + 0.099 * t / (T - 1), 6)] * G for t in range(T)]
+    beta1[4] = [2.0**-16] * G
+    beta2[6] = [1 - 2.0**-16] * G
+    return alpha, beta1, beta2
+
+
 def _cases():
     small = dict(dataset="synthetic", n_train=60, n_valid=50, batch_size=10, seed=0)
     alpha, gamma = _schedules(30, 6)
+    adam = dict(optimizer="adam")
+    a_alpha, beta1, beta2 = _adam_schedules(30, 6)
     return (
         SuiteCase("smallest_net", "the smallest net: 1 input, 1 hidden unit, 2 classes (P = 6)",
                   dict(small, layer_sizes=[1, 1, 2], n_train=20, n_valid=20, batch_size=5,
@@ -139,6 +155,35 @@ def _cases():
                        n_train=10000, n_valid=10000, n_iters=100, batch_size=200, seed=0,
                        alpha=1.0, gamma=0.9, init_scale=0.1, l2=0.0001),
                   trace_every=10, large=True),
+        SuiteCase("adam_constant", "Adam with constant betas 0.9 and 0.999 and epsilon 1e-8: "
+                  "torch.optim.Adam with the penalty in the loss",
+                  dict(small, **adam, layer_sizes=[5, 7, 3], n_iters=30, alpha=0.05, beta1=0.9,
+                       beta2=0.999, epsilon=1e-8, init_scale=0.4, l2=0.001), since=2),
+        SuiteCase("adam_schedules", "Adam with alpha, beta1 and beta2 per step and group, beta1 = "
+                  "2**-16 at step 4 and beta2 = 1 - 2**-16 at step 6, epsilon per group from "
+                  "1e-8 to 0.1",
+                  dict(small, **adam, layer_sizes=[6, 8, 7, 3], n_iters=30, alpha=a_alpha,
+                       beta1=beta1, beta2=beta2, epsilon=[1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1],
+                       init_scale=[0.4, 0.1, 0.4, 0.1, 0.4, 0.1], l2=0.001), since=2),
+        SuiteCase("adam_relu_dead_units", "Adam, relu, no penalty: entries of dead units whose "
+                  "gradient is exactly 0 at every step, so s = 0 and they never move (the "
+                  "square root's derivative taken as 0 there)",
+                  dict(small, **adam, layer_sizes=[5, 12, 6, 3], activation="relu",
+                       n_train=100, n_valid=100, n_iters=40, seed=1, alpha=0.02, beta1=0.9,
+                       beta2=0.99, epsilon=1e-6, init_scale=[0.3, 1.5, 0.4, 0.5, 0.5, 0.1]),
+                  since=2),
+        SuiteCase("adam_weight_l2", "Adam with per-weight l2 over three decades",
+                  dict(small, **adam, layer_sizes=[6, 8, 3], n_iters=24, alpha=0.03, beta1=0.9,
+                       beta2=0.999, epsilon=1e-7, init_scale=0.4,
+                       l2=_weight_l2(6 * 8 + 8 + 8 * 3 + 3), l2_per_weight=True), since=2),
+        SuiteCase("adam_train_inputs", "Adam with grad_train_inputs: d_X_train",
+                  dict(small, **adam, layer_sizes=[4, 6, 3], n_train=40, n_iters=30, alpha=0.03,
+                       beta1=0.8, beta2=0.95, epsilon=1e-5, init_scale=0.4, l2=0.001,
+                       grad_train_inputs=True), since=2),
+        SuiteCase("adam_long_horizon", "Adam, T = 1000 (traced every 10 steps)",
+                  dict(small, **adam, layer_sizes=[4, 5, 3], n_train=100, n_valid=100,
+                       n_iters=1000, alpha=0.01, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                       init_scale=0.3, l2=0.001), trace_every=10, since=2),
     )
 
 
@@ -158,9 +203,21 @@ def digest(arrays, keys):
     return h.hexdigest()
 
 
+def _optimizer(arrays):
+    return str(arrays[oracle.OPTIMIZER_KEY]) if oracle.OPTIMIZER_KEY in arrays else "momentum"
+
+
+def input_keys(arrays):
+    """The input keys a suite case file's digest covers: its optimizer's, and for Adam the
+    optimizer key itself (momentum's are those of suite version 1, whose files lack it)."""
+    optimizer = _optimizer(arrays)
+    keys = oracle.keys_of(optimizer)[0]
+    return keys if optimizer == "momentum" else (*keys, oracle.OPTIMIZER_KEY)
+
+
 def answer_keys(arrays):
-    """The answer keys a suite case file holds: its outputs and its trace."""
-    return [k for k in (*oracle.OUTPUT_KEYS, *trace.KEYS) if k in arrays]
+    """The answer keys a suite case file holds: its optimizer's outputs and its trace."""
+    return [k for k in (*oracle.keys_of(_optimizer(arrays))[1], *trace.KEYS) if k in arrays]
 
 
 def fingerprint(a):
@@ -339,7 +396,7 @@ def _record(c, case, arrays, seconds):
             "trace_every": c.trace_every, "traced_steps": len(arrays["trace_steps"]),
             "fallback_rtol": c.fallback_rtol,
             "seconds": round(seconds, 3),
-            "inputs_sha256": digest(arrays, oracle.INPUT_KEYS),
+            "inputs_sha256": digest(arrays, input_keys(arrays)),
             "answers": {k: {"sha256": digest(arrays, [k])} for k in keys},
             "arrays": {k: arrays[k] for k in keys}}
 
@@ -406,17 +463,18 @@ def check_folder(folder, theirs, rtol=oracle.RTOL, atol=None):
 def format_folder(reports, rtol, atol=None):
     """The table of a folder check, each failing case's divergence line, and the verdict, which
     names the cases and the outputs THEIRS did not provide; (text, ok)."""
-    lines = [f"{'case':<18s}{'checked':>9s}{'max rel err':>13s}  result"]
+    n = max([18, *(len(r.name) + 1 for r in reports)])
+    lines = [f"{'case':<{n}s}{'checked':>9s}{'max rel err':>13s}  result"]
     notes, bad, absent, unanswered = [], [], [], {}
     for r in reports:
         if r.report is None:
             absent.append(r.name)
-            lines.append(f"{r.name:<18s}{'-':>9s}{'-':>13s}  not provided")
+            lines.append(f"{r.name:<{n}s}{'-':>9s}{'-':>13s}  not provided")
             continue
         rows = r.report.rows
         wrong = [row.key for row in rows if not row.ok]
         worst = max((row.max_rel for row in rows), default=0.0)
-        lines.append(f"{r.name:<18s}{f'{len(rows)}/{r.keys}':>9s}{worst:>13.3e}  "
+        lines.append(f"{r.name:<{n}s}{f'{len(rows)}/{r.keys}':>9s}{worst:>13.3e}  "
                      + ("ok" if not wrong else f"MISMATCH in {', '.join(wrong)}"))
         for key in r.report.absent:
             unanswered[key] = unanswered.get(key, 0) + 1
