@@ -8,7 +8,8 @@ reads every input from the case file (nothing from revlearn), writes the answers
 file's key names (and trace_steps, w_trace, dw_trace when the case has a trace), and runs
 `revlearn check` on them (its exit code is this script's). Given a suite folder it answers every
 case into THEIRS_DIR/NAME.npz and checks the folder. A template for an outside implementation of
-momentum SGD's hypergradients; the conventions are the README's "Case file format".
+hypergradients through SGD with momentum or Adam; the conventions are the README's "Case file
+format".
 """
 
 import json
@@ -46,47 +47,90 @@ def data_loss(w, X, y, sizes, activation):
     return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
 
 
+def sqrt0(x):
+    """sqrt(x), x >= 0, with derivative 0 at x = 0 (the README's convention for Adam)."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def momentum_step(w, state, g, hyper_t, group):
+    """v_{t+1} = gamma_t v_t - (1 - gamma_t) g_t,  w_{t+1} = w_t + alpha_t v_{t+1}."""
+    alpha_t, gamma_t = (h[group] for h in hyper_t)
+    v = gamma_t * state[0] - (1.0 - gamma_t) * g
+    return w + alpha_t * v, (v,)
+
+
+def adam_step(w, state, g, hyper_t, group, epsilon):
+    """m_{t+1} = beta1_t m_t + (1 - beta1_t) g_t, s_{t+1} likewise with g_t * g_t and beta2_t,
+    c1_t = 1 - prod_{k <= t} beta1_k (likewise c2_t), w_{t+1} = w_t - alpha_t (m_{t+1} / c1_t) /
+    (sqrt(s_{t+1} / c2_t) + epsilon); the products P1, P2 are carried per group."""
+    alpha_t, beta1_t, beta2_t = hyper_t
+    m, s, P1, P2 = state
+    b1, b2 = beta1_t[group], beta2_t[group]
+    m = b1 * m + (1.0 - b1) * g
+    s = b2 * s + (1.0 - b2) * g * g
+    P1, P2 = P1 * beta1_t, P2 * beta2_t
+    c1, c2 = (1.0 - P1)[group], (1.0 - P2)[group]
+    w = w - alpha_t[group] * (m / c1) / (sqrt0(s / c2) + epsilon[group])
+    return w, (m, s, P1, P2)
+
+
 def answers(c):
     """Every output of the case file c (a dict of its arrays), and its trace if it has one."""
     sizes, activation = [int(s) for s in c["layer_sizes"]], str(c["activation"])
     group_sizes = [n for i, o in zip(sizes[:-1], sizes[1:], strict=True) for n in (i * o, o)]
     group = jnp.asarray(np.repeat(np.arange(len(group_sizes)), group_sizes))
-    P, T = int(sum(group_sizes)), len(c["batches"])
+    G, P, T = len(group_sizes), int(sum(group_sizes)), len(c["batches"])
+    adam = "optimizer" in c and str(c["optimizer"]) == "adam"  # files without it: momentum
+    own = ["beta1", "beta2", "epsilon"] if adam else ["gamma"]
     want_dX = bool(json.loads(str(c["spec"]))["grad_train_inputs"])
     y_train, y_valid = jnp.asarray(c["y_train"]), jnp.asarray(c["y_valid"])
     eps, X_valid, batches = jnp.asarray(c["eps"]), jnp.asarray(c["X_valid"]), c["batches"]
 
-    def f(alpha, gamma, init_scale, l2, X_train, taps):
-        """f(w_T); taps[t] (zero) is added to w_t, so d f / d taps[t] is df/dw_t with v_t held
-        fixed (d_w0 at t = 0)."""
+    def f(hyper, init_scale, l2, X_train, taps):
+        """f(w_T); taps[t] (zero) is added to w_t, so d f / d taps[t] is df/dw_t with the
+        optimizer's state at t held fixed (d_w0 at t = 0)."""
         lam = l2 if l2.shape == (P,) else l2[group]
         w0 = init_scale[group] * eps
+        if adam:
+            per_step = (hyper["alpha"], hyper["beta1"], hyper["beta2"])
+            state0 = (jnp.zeros(P), jnp.zeros(P), jnp.ones(G), jnp.ones(G))
+
+            def update(w, state, g, hyper_t):
+                return adam_step(w, state, g, hyper_t, group, hyper["epsilon"])
+        else:
+            per_step, state0 = (hyper["alpha"], hyper["gamma"]), (jnp.zeros(P),)
+
+            def update(w, state, g, hyper_t):
+                return momentum_step(w, state, g, hyper_t, group)
 
         def step(carry, xs):
-            w, v = carry
-            rows, alpha_t, gamma_t, tap = xs
+            w, state = carry
+            rows, hyper_t, tap = xs
             w = w + tap
 
             def L_t(w):
                 ell = data_loss(w, X_train[rows], y_train[rows], sizes, activation)
                 return ell + 0.5 * jnp.sum(lam * w * w)
 
-            v = gamma_t[group] * v - (1.0 - gamma_t[group]) * jax.grad(L_t)(w)
-            return (w + alpha_t[group] * v, v), w
+            return update(w, state, jax.grad(L_t)(w), hyper_t), w
 
-        (w_T, _), ws = jax.lax.scan(step, (w0, jnp.zeros(P)), (batches, alpha, gamma, taps[:-1]))
+        (w_T, _), ws = jax.lax.scan(step, (w0, state0), (batches, per_step, taps[:-1]))
         w_T = w_T + taps[-1]
         return data_loss(w_T, X_valid, y_valid, sizes, activation), (w_T, ws)
 
-    names = ["d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_X_train", "taps"]
-    argnums = tuple(i for i, name in enumerate(names) if want_dX or name != "d_X_train")
+    argnums = (0, 1, 2, 3, 4) if want_dX else (0, 1, 2, 4)
     value_and_grads = jax.jit(jax.value_and_grad(f, argnums=argnums, has_aux=True))
+    hyper = {k: jnp.asarray(c[k]) for k in ["alpha", *own]}
     (loss, (w_T, ws)), grads = value_and_grads(
-        *(jnp.asarray(c[k]) for k in ("alpha", "gamma", "init_scale", "l2", "X_train")),
+        hyper, *(jnp.asarray(c[k]) for k in ("init_scale", "l2", "X_train")),
         jnp.zeros((T + 1, P)))
-    out = dict(zip([names[i] for i in argnums], grads, strict=True))
-    taps = out.pop("taps")
-    out.update(w_final=w_T, valid_loss=loss, d_w0=taps[0])
+    d_hyper, d_init_scale, d_l2, *rest = grads
+    taps = rest[-1]
+    out = {"d_" + k: d for k, d in d_hyper.items()}
+    out.update(d_init_scale=d_init_scale, d_l2=d_l2, w_final=w_T, valid_loss=loss, d_w0=taps[0])
+    if want_dX:
+        out["d_X_train"] = rest[0]
     if "trace_steps" in c:
         steps = c["trace_steps"]
         out.update(trace_steps=steps, w_trace=jnp.concatenate([ws, w_T[None]])[steps],
@@ -98,9 +142,6 @@ def answer(case_path, theirs_path):
     """Answer one case file into theirs_path."""
     with np.load(case_path, allow_pickle=False) as f:
         c = {k: f[k] for k in f.files}
-    if str(c.get("optimizer", "momentum")) != "momentum":
-        sys.exit(f"{case_path} is trained with {c['optimizer']}; this template answers momentum "
-                 "cases only (examples/torch_crosscheck.py answers Adam's)")
     np.savez(theirs_path, **answers(c))
     print(f"wrote {theirs_path} (JAX {jax.__version__}, float64, {jax.default_backend()})",
           flush=True)
@@ -110,10 +151,6 @@ def main(case, theirs):
     if Path(case).is_dir():
         Path(theirs).mkdir(exist_ok=True)
         for entry in json.loads((Path(case) / "index.json").read_text())["cases"]:
-            spec = json.loads((Path(case) / entry["spec"]).read_text())
-            if spec.get("optimizer", "momentum") != "momentum":  # check lists it as absent
-                print(f"skipped {entry['file']}: trained with {spec['optimizer']}")
-                continue
             answer(Path(case) / entry["file"], Path(theirs) / entry["file"])
     else:
         answer(case, theirs)
