@@ -1,8 +1,11 @@
-"""Writing files so that a crash never leaves a half-written file under the final name."""
+"""Writing files so that a crash never leaves a half-written file under the final name, and into
+folders that hold nothing else."""
 
 import os
 import secrets
 from pathlib import Path
+
+from .errors import InputError
 
 
 def atomic_write(path, write):
@@ -39,3 +42,23 @@ def _fsync_folder(folder):
         pass  # some file systems cannot fsync a folder; the rename is still atomic
     finally:
         os.close(fd)
+
+
+def files_in(folder, name):
+    """The sorted names held by `folder`, none if it does not exist yet: what a writer checks
+    before it writes into a folder, to write only into a new or empty one. An InputError naming
+    the folder as `name` when it is a file or cannot be listed."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{name} exists and is not a folder; give a new or empty folder")
+    if not folder.is_dir():
+        return []
+    try:
+        return sorted(p.name for p in folder.iterdir())
+    except OSError as e:
+        raise InputError(f"cannot list {name} ({e.strerror})") from None
+
+
+def some(names):
+    """The first three names, and how many more: "a, b, c and 4 more"."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import approx, blas, memory
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, files_in, some
 from .errors import InputError
 from .experiments import plotting
 from .sgd import hypergradient
@@ -184,18 +184,10 @@ def _num(x, fmt):
 def check_out(out):
     """Refuse an --out that exists and is not an empty folder (the rule of `revlearn run`): an
     audit writes only into a new or empty folder, so it never overwrites what it did not write."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    if out.is_dir():
-        try:
-            held = sorted(p.name for p in out.iterdir())
-        except OSError as e:
-            raise InputError(f"cannot list --out {out} ({e.strerror})") from None
-        if held:
-            shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-            raise InputError(f"--out {out} already holds files ({shown}); give a new or empty "
-                             "folder")
+    held = files_in(out, f"--out {out}")
+    if held:
+        raise InputError(f"--out {out} already holds files ({some(held)}); give a new or empty "
+                         "folder")
 
 
 def check_fits(case):

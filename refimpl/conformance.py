@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import __version__, blas, oracle, sgd, trace
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, files_in, some
 from .errors import InputError
 from .spec import make_case
 
@@ -341,21 +341,13 @@ def check_folder_is_new(folder):
     """Refuse a DIR that is a file or a folder holding files: the suite goes into a new or empty
     folder, so it never mixes with or overwrites other files."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder} exists and is not a folder; give a new or empty folder")
-    if folder.is_dir():
-        try:
-            held = sorted(p.name for p in folder.iterdir())
-        except OSError as e:
-            raise InputError(f"cannot list {folder} ({e.strerror})") from None
-        if INDEX in held:
-            raise InputError(f"{folder} already holds a conformance suite; give a new or empty "
-                             "folder")
-        if held:
-            shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-            raise InputError(f"{folder} already holds files ({shown}); give a new or empty "
-                             "folder")
-    elif not folder.parent.is_dir():
+    held = files_in(folder, str(folder))
+    if INDEX in held:
+        raise InputError(f"{folder} already holds a conformance suite; give a new or empty folder")
+    if held:
+        raise InputError(f"{folder} already holds files ({some(held)}); give a new or empty "
+                         "folder")
+    if not folder.is_dir() and not folder.parent.is_dir():
         raise InputError(f"the folder {folder.parent} of {folder} does not exist; create it "
                          "first")
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .. import blas, distributed
+from ..atomic import files_in, some
 from ..case import OPTIMIZERS
 from ..errors import InputError
 from ..sgd import BACKENDS, get_backend
@@ -196,17 +197,10 @@ def _check_out(out):
     if (out / runner.CHECKPOINT).exists():
         raise InputError(f"--out {out} already holds a run; continue it with --resume {out} "
                          "or choose another folder")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    if out.is_dir():
-        try:
-            held = sorted(p.name for p in out.iterdir())
-        except OSError as e:
-            raise InputError(f"cannot list --out {out} ({e.strerror})") from None
-        if held:
-            shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-            raise InputError(f"--out {out} is a folder that already holds files ({shown}) and no "
-                             "revlearn run; give a new or empty folder")
+    held = files_in(out, f"--out {out}")
+    if held:
+        raise InputError(f"--out {out} is a folder that already holds files ({some(held)}) and "
+                         "no revlearn run; give a new or empty folder")
 
 
 def _resumed_state(job, arrays, records, where):
