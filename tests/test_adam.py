@@ -540,3 +540,13 @@ def test_the_approximations_and_the_audit_refuse_adam_in_one_line(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "trains with Adam" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_a_non_finite_gradient_names_the_step_on_both_backends(backend):
+    case = revlearn.make_case(adam_spec(activation="relu", init_scale=1.0))
+    X = case.X_train.copy()
+    X[case.batches[5]] = 1e308  # finite inputs whose activations overflow at step 5 only
+    X[case.batches[:5].ravel()] = case.X_train[case.batches[:5].ravel()]
+    with pytest.raises(revlearn.TrainingError, match="step 5: the gradient is not finite"):
+        revlearn.hypergradient(case.replace(X_train=X), backend=backend)
