@@ -50,7 +50,16 @@ from .exact import (
     _sub_wraps,
 )
 from .jit import floats, ints, kernel
-from .lanes import _penalty, _rows, _scratch, _segment_dots, _segments, _sum_parts, _to_floats
+from .lanes import (
+    _block_gradient,
+    _penalty,
+    _rows,
+    _scratch,
+    _segment_dots,
+    _segments,
+    _sum_parts,
+    _to_floats,
+)
 
 DIGIT = D - 1
 DRY = 6  # fails[b, DRY] < P: block b's stack ran dry (it cannot, `revlearn.ans` proves)
@@ -291,10 +300,7 @@ def _forward_blocks(W, M, S, x, stack, top, peak, w, G, lam, hyp, n, g, u, r, b0
     P = len(W)
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        _sum_parts(G[:, lo:hi], g[lo:hi])
-        bad = _penalty(g[lo:hi], lam[lo:hi], w[lo:hi])
-        fails[b, BAD] = lo + bad if bad < hi - lo else P
-        if bad < hi - lo:
+        if not _block_gradient(G, lam, w, g, b, fails, BAD):
             continue
         t = _decay(x[lo:hi], M[0][lo:hi], M[1][lo:hi], n[0][lo:hi], r[lo:hi], stack[b], top[b])
         if t >= 0:

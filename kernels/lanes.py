@@ -102,16 +102,26 @@ def _to_floats(W, w):
 
 
 @kernel
+def _block_gradient(G, lam, w, g, b, fails, bad_column):
+    """g = parts + lam w on block b's lanes; the first non-finite lane (P when none) into
+    fails[b, bad_column] (each optimizer's failure table has its own columns); whether every lane
+    is finite (the block may step)."""
+    P = len(w)
+    lo, hi = b * LANES, min(b * LANES + LANES, P)
+    _sum_parts(G[:, lo:hi], g[lo:hi])
+    bad = _penalty(g[lo:hi], lam[lo:hi], w[lo:hi])
+    fails[b, bad_column] = lo + bad if bad < hi - lo else P
+    return bad == hi - lo
+
+
+@kernel
 def _forward_blocks(W, V, x, stack, top, peak, w, G, lam, alpha, gamma, n, g, r, b0, b1, fails):
     """`lanes.forward` on blocks b0 .. b1-1: g = parts + lam w (first non-finite lane into
     fails[b, BAD], and then no step for the block), the exact step, w <- W 2**-52."""
     P = len(W)
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        _sum_parts(G[:, lo:hi], g[lo:hi])
-        bad = _penalty(g[lo:hi], lam[lo:hi], w[lo:hi])
-        fails[b, BAD] = lo + bad if bad < hi - lo else P
-        if bad < hi - lo:
+        if not _block_gradient(G, lam, w, g, b, fails, BAD):
             continue
         step_block(W, V, x, stack, top, peak, g, alpha, gamma, n, r, b, fails)
         _to_floats(W[lo:hi], w[lo:hi])
