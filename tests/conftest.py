@@ -21,6 +21,18 @@ settings.register_profile("long", settings.get_profile("default"), max_examples=
 settings.load_profile("default")
 
 
+def run(argv, capsys=None):
+    """`revlearn run ARGV` in this process: its exit code, or with capsys (code, stdout,
+    stderr)."""
+    from revlearn import cli
+
+    code = cli.main(["run", *argv])
+    if capsys is None:
+        return code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def small_spec(**changes):
     """A spec small enough for whole-run finite differences: 2 hidden layers, T = 24."""
     spec = dict(layer_sizes=[6, 8, 7, 3], dataset="synthetic", n_train=60, n_valid=50, n_iters=24,

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import cli, distributed, meta
+from revlearn import distributed, meta
 from revlearn.experiments import chaos, plotting, runner
 from revlearn.meta import MetaConfig
 
-from conftest import needs_numba, small_spec
+from conftest import needs_numba, run, small_spec
 
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
 needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="needs dask: pip install 'revlearn[dask]'")
@@ -36,14 +36,6 @@ KEEP_COPIES = {"DASK_DISTRIBUTED__SCHEDULER__ACTIVE_MEMORY_MANAGER__START": "Fal
 @pytest.fixture(autouse=True)
 def no_matplotlib(monkeypatch):
     monkeypatch.setattr(plotting, "pyplot", lambda: None)
-
-
-def run(argv, capsys=None):
-    code = cli.main(["run", *argv])
-    if capsys is None:
-        return code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def records(folder):

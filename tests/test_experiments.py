@@ -12,20 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from revlearn import blas, cli, meta
+from revlearn import blas, meta
 from revlearn.experiments import PRESETS, common, plotting, runner
 
-from conftest import needs_numba
+from conftest import needs_numba, run
 
 META_PRESETS = [n for n in PRESETS if n != "chaos"]
-
-
-def run(argv, capsys=None):
-    code = cli.main(["run", *argv])
-    if capsys is None:
-        return code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def results(folder):
