@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 import revlearn
 from revlearn import adam, approx, check_grad, cli, mlp, sgd, trace
-from revlearn.fixedpoint import D
+from revlearn.fixedpoint import D, LIMIT
 from revlearn.threads import SERIAL
 
 import reference
@@ -230,8 +230,17 @@ def adam_specs(draw):
 
 @given(adam_specs())
 def test_reversal_is_exact_and_hypergradients_finite(spec):
+    """Exact reversal, or a clean refusal of a run that float64 Adam also blows up: about 1 case
+    in 300 of this strategy diverges (epsilon 1e-12 with s near 0: steps of alpha m / epsilon),
+    and there float64 Adam ends at |w| from 2,049 to 1.6e11 (CI's case, 11 of 3,000 measured)."""
     case = revlearn.make_case(spec)
-    res = revlearn.hypergradient(case)
+    try:
+        res = revlearn.hypergradient(case)
+    except revlearn.errors.TrainingError as error:
+        assert "left the fixed-point range" in str(error)
+        w_float = revlearn.train(case, exact=False).w_final
+        assert not np.all(np.abs(w_float) < LIMIT / 2), np.abs(w_float).max()
+        return
     assert res.exact_recovery  # w_0 bit for bit, m_0 = s_0 = 0, every stack empty, lanes at X0
     for key in OUTPUTS[1:]:
         if getattr(res, key) is not None:
