@@ -10,7 +10,8 @@ init_scale[group] * eps + a zero shift, whose gradient is d_w0):
   for a case trained with Adam, torch.optim.Adam's update written out without in-place operations
   (as examples/torch_crosscheck.py, which checks it against torch.optim.Adam), differentiated
   with respect to alpha, beta1, beta2, epsilon, init_scale, l2 and w_0.
-- JAX: `jax.value_and_grad` of a `jax.jit`-compiled `lax.scan` over the steps (momentum only).
+- JAX: `jax.value_and_grad` of a `jax.jit`-compiled `lax.scan` over the steps, momentum or Adam
+  (the same update as the PyTorch peer's).
 
 `torch_hypergradient(case)` and `jax_hypergradient(case)` return a function that runs it once and
 gives a dict of the case file's output keys (w_final, valid_loss, d_alpha, ...), so the answers can
@@ -115,27 +116,51 @@ def jax_hypergradient(case):
         picked = jnp.take_along_axis(a, y[:, None], axis=1)[:, 0]
         return jnp.mean(jax.nn.logsumexp(a, axis=1) - picked)
 
-    def f(alpha, gamma, scale, l2, shift):
+    def sqrt0(s):  # derivative 0 at s = 0, the README's convention
+        return jnp.where(s > 0, jnp.sqrt(jnp.where(s > 0, s, 1.0)), 0.0)
+
+    def momentum(w, state, g, own_t, _):
+        (v,), (alpha_t, gamma_t) = state, own_t
+        v = gamma_t[group] * v - (1.0 - gamma_t[group]) * g
+        return w + alpha_t[group] * v, (v,)
+
+    def adam(w, state, g, own_t, epsilon):  # torch.optim.Adam's update, as the torch peer's
+        (m, s, P1, P2), (alpha_t, beta1_t, beta2_t) = state, own_t
+        b1, b2 = beta1_t[group], beta2_t[group]
+        P1, P2 = P1 * beta1_t, P2 * beta2_t
+        m = b1 * m + (1 - b1) * g
+        s = b2 * s + (1 - b2) * g * g
+        denom = sqrt0(s) / jnp.sqrt(1 - P2[group]) + epsilon[group]
+        return w - (alpha_t[group] / (1 - P1[group])) * (m / denom), (m, s, P1, P2)
+
+    is_adam = case.optimizer == "adam"
+    names = ADAM_OUTPUTS if is_adam else OUTPUTS
+    update = adam if is_adam else momentum
+
+    def f(*hyper):
+        *own, scale, l2, shift = hyper
+        epsilon = own.pop() if is_adam else None  # (G,): not a per-step schedule
         lam = l2 if per_weight else l2[group]
 
         def step(carry, xs):
-            w, v = carry
-            rows, alpha_t, gamma_t = xs
+            w, state = carry
+            rows, *own_t = xs
             g = jax.grad(lambda w: data_loss(w, X[rows], y[rows]) + 0.5 * jnp.sum(lam * w * w))(w)
-            v = gamma_t[group] * v - (1.0 - gamma_t[group]) * g
-            return (w + alpha_t[group] * v, v), None
+            return update(w, state, g, own_t, epsilon), None
 
         w0 = scale[group] * eps + shift
-        (w, _), _ = jax.lax.scan(step, (w0, jnp.zeros_like(w0)), (batches, alpha, gamma))
+        zeros = jnp.zeros_like(w0)
+        start = (zeros, zeros, jnp.ones(lay.G), jnp.ones(lay.G)) if is_adam else (zeros,)
+        (w, _), _ = jax.lax.scan(step, (w0, start), (batches, *own))
         return data_loss(w, Xv, yv), w
 
-    value_and_grad = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4), has_aux=True))
-    args = tuple(jnp.asarray(getattr(case, k)) for k in ("alpha", "gamma", "init_scale", "l2"))
-    args += (jnp.zeros(case.P),)
+    value_and_grad = jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(names))),
+                                                has_aux=True))
+    args = tuple(jnp.asarray(getattr(case, k[2:])) for k in names[:-1]) + (jnp.zeros(case.P),)
 
     def run():
         (loss, w), grads = jax.block_until_ready(value_and_grad(*args))
-        out = {k: np.asarray(d) for k, d in zip(OUTPUTS, grads, strict=True)}
+        out = {k: np.asarray(d) for k, d in zip(names, grads, strict=True)}
         out.update(w_final=np.asarray(w), valid_loss=np.asarray(loss))
         return out
 

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 import revlearn
 from revlearn import adam, approx, check_grad, cli, mlp, sgd, trace
-from revlearn.fixedpoint import D, LIMIT
+from revlearn.fixedpoint import LIMIT, D
 from revlearn.threads import SERIAL
 
 import reference
