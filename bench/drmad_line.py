@@ -31,21 +31,11 @@ SPEC = Path(__file__).resolve().parents[1] / "examples" / "mnist_spec.json"
 
 
 def paths(case, eng):
-    """(state on the trajectory, state on the line): functions t -> (w_t, v_t), and grad f(w_T)."""
+    """(states on the trajectory, states on the line): t -> (w_t, v_t), and grad f(w_T)."""
     kept = {}
-    w_T, v_T = approx._train(eng, lambda t, w, v, g: kept.__setitem__(t, (w, v)))
-    kept[case.T] = (w_T, v_T)
-    T, w_0 = case.T, case.w0
-
-    def line(t):
-        return (1.0 - t / T) * w_0 + (t / T) * w_T
-
-    def on_line(t):
-        if t == 0:
-            return w_0, np.zeros(case.P)
-        return line(t), (line(t) - line(t - 1)) / case.layout.expand(case.alpha[t - 1])
-
-    return kept.__getitem__, on_line, approx._valid_grad(eng, w_T)[1]
+    w_T, state_T = approx._train(eng, lambda t, w, state, g: kept.__setitem__(t, (w, *state)))
+    kept[case.T] = (w_T, *state_T)
+    return kept, approx.line(case, w_T), approx._valid_grad(eng, w_T)[1]
 
 
 def extremes(case, eng, t, w, iters, rng):
@@ -76,13 +66,13 @@ def main(argv=None):
     with blas.single_threaded():
         trajectory, line, df = paths(case, eng)
         for k in sorted({10, 100, 300, T} & set(range(1, T + 1))):
-            a = np.linalg.norm(approx._reverse(eng, df, trajectory, T - k)[2])
-            b = np.linalg.norm(approx._reverse(eng, df, line, T - k)[2])
+            a = np.linalg.norm(approx._reverse(eng, df, trajectory, T - k)["d_w0"])
+            b = np.linalg.norm(approx._reverse(eng, df, line, T - k)["d_w0"])
             print(f"|dw_{T - k}|: trajectory {a:.3e}   line (DrMAD) {b:.3e}")
         rng = np.random.default_rng(0)
         for t in sorted({0, 10, 50, 100, 300, 500, 900} & set(range(T))):
-            a = extremes(case, eng, t, trajectory(t)[0], args.iters, rng)
-            b = extremes(case, eng, t, line(t)[0], args.iters, rng)
+            a = extremes(case, eng, t, trajectory[t][0], args.iters, rng)
+            b = extremes(case, eng, t, line[t][0], args.iters, rng)
             print(f"H_{t}: trajectory largest {a[0]:+.3f} most negative {a[1]:+.3f}   "
                   f"line largest {b[0]:+.3f} most negative {b[1]:+.3f}")
 

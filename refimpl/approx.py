@@ -15,16 +15,28 @@ in hyperparameter space, one Hessian-vector product per step, O(P) memory, no re
 
 It gives the directional derivative sum_k d f / d h_k h_k' that the reverse mode's gradient gives
 as a dot product (`directional`), to the float64 run's difference from the fixed-point one.
+For a case trained with Adam (`revlearn.adam`'s notation; the direction moves alpha', beta1',
+beta2', epsilon', s', lam', w_0'), with P1', P2' the tangents of the products P1_t, P2_t per
+group and m_0' = s_0' = 0:
+
+    P1_t' = P1_{t-1}' beta1_t + P1_{t-1} beta1_t'     (P1_{-1} = 1, P1_{-1}' = 0; likewise P2')
+    m_{t+1}' = beta1_t' (m_t - g_t) + beta1_t m_t' + (1 - beta1_t) g_t'
+    s_{t+1}' = beta2_t' (s_t - g_t g_t) + beta2_t s_t' + 2 (1 - beta2_t) g_t g_t'
+    r' = s_{t+1}' / (2 c2 r) + r P2_t' / (2 c2)         (0 where s_{t+1} = 0, as the reverse's)
+    u' = m_{t+1}' / (c1 den) + u P1_t' / c1 - (u / den) (r' + epsilon')
+    w_{t+1}' = w_t' - alpha_t' u - alpha_t u'
 
 **The approximations** (`Hypergrads`, None for a hyperparameter a method does not give):
 
 - `truncated(case, K)`: Algorithm 2 over the last K steps only, from the float64 run's last K + 1
-  states (O(K P) memory). d_alpha_t and d_gamma_t of those steps are exact (they depend on later
-  steps only) and the earlier ones 0; d_l2 keeps the last K steps' share; d_init_scale and d_w0
-  need all T steps (K = T: the stored method's answer, bit for bit).
+  states (O(K P) memory). d_alpha_t and d_gamma_t (Adam: d_beta1_t, d_beta2_t) of those steps
+  are exact (they depend on later steps only) and the earlier ones 0; d_l2 (and Adam's
+  d_epsilon) keeps the last K steps' share; d_init_scale and d_w0 need all T steps (K = T: the
+  stored method's answer, bit for bit).
 - `drmad(case)`: Algorithm 2 over all T steps on the straight line from w_0 to w_T instead of the
   trajectory (Fu et al. 2016), O(P) memory:
       w_t = (1 - t/T) w_0 + (t/T) w_T,   v_{t+1} = (w_{t+1} - w_t) / alpha_t   (0 where alpha_t = 0)
+  SGD with momentum only: the line gives w_t and v_t, but not Adam's m_t and s_t.
 - `ift(case, K)`: the implicit function theorem at w_T, as if w_T were a stationary point of the
   training objective L(w) = ell(w; X_train, y_train) + 1/2 sum_i lam_i w_i^2 (all training rows;
   Lorraine et al. 2020), with H = grad^2 L(w_T) inverted by a K-term Neumann series:
@@ -35,24 +47,42 @@ as a dot product (`directional`), to the float64 run's difference from the fixed
   last step's heavy-ball iteration is stable (alpha (1 - gamma) h < 2 (1 + gamma)). It cannot give
   alpha, gamma, init_scale or w_0: a stationary point does not depend on the optimizer or where
   it started, so the theorem says 0 for them; their whole effect is through not having converged.
+  For Adam (nor beta1, beta2, epsilon), eta comes from the last step read as a heavy ball: with
+  den frozen, w_{t+1} = w_t - a m_{t+1}, m_{t+1} = beta1 m_t + (1 - beta1) g_t, a = alpha / (c1 den)
+  per entry, is momentum's iteration with gamma = beta1 and step a, hence
+      eta = a_{T-1} (1 - beta1_{T-1}) / (1 + beta1_{T-1}),   den from m_T, s_T
+  a preconditioned series (eta differs per entry), with the same limit H^{-1} grad f(w_T).
 - `greedy(case)`: one-step hypergradients (Baydin et al. 2018): the derivative of the next step's
   training objective with respect to this step's alpha and gamma, free during training,
       d_alpha_t = g_{t+1} . v_{t+1},   d_gamma_t = alpha_t g_{t+1} . (v_t + g_t)   (per group)
   with grad f(w_T) in place of g_T at the last step (which makes that step's entries exact).
-  init_scale and l2 are not per step, so a one-step derivative does not exist for them.
+  init_scale and l2 are not per step, so a one-step derivative does not exist for them. For Adam
+  (Baydin et al.'s Adam-HD for alpha; beta1 and beta2 alike), with u_t = u(m_{t+1}, s_{t+1}):
+      d_alpha_t = -g_{t+1} . u_t,    d_beta_t = -alpha_t g_{t+1} . du_t/dbeta_t
+      du_t/dbeta1_t = (m_t - g_t) / (c1 den) + u P1_t / (beta1_t c1)
+      du_t/dbeta2_t = -(u / den) ((s_t - g_t g_t) / (2 c2 r) + r P2_t / (2 c2 beta2_t))
+  (the last bracket's first term 0 where s_{t+1} = 0); epsilon is not per step either.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from . import blas, lanes, sgd
+from . import adam, blas, lanes, sgd
 from .case import Case, require_case
 from .errors import InputError
 from .threads import Workers
 
 KINDS = ("alpha", "gamma", "init_scale", "l2", "w0")
-"""The hyperparameters a direction may move (w0: the initial weights, an independent input)."""
+"""The hyperparameters a direction may move, SGD with momentum (w0: the initial weights, an
+independent input)."""
+ADAM_KINDS = ("alpha", "beta1", "beta2", "epsilon", "init_scale", "l2", "w0")
+"""The same for a case trained with Adam."""
+
+
+def kinds_of(case: Case) -> tuple:
+    """The hyperparameter kinds of the case's optimizer: KINDS, or ADAM_KINDS for Adam."""
+    return ADAM_KINDS if case.optimizer == "adam" else KINDS
 
 
 class Hypergrads(NamedTuple):
@@ -65,6 +95,9 @@ class Hypergrads(NamedTuple):
     d_l2: np.ndarray | None
     d_w0: np.ndarray | None
     d_X_train: np.ndarray | None
+    d_beta1: np.ndarray | None = None
+    d_beta2: np.ndarray | None = None
+    d_epsilon: np.ndarray | None = None
 
 
 class Forward(NamedTuple):
@@ -76,29 +109,34 @@ class Forward(NamedTuple):
 
 
 class Direction(NamedTuple):
-    """A checked direction in hyperparameter space, every kind present (zeros where not given)."""
+    """A checked direction in hyperparameter space: every kind of the case's optimizer present
+    (zeros where not given), the other optimizer's kinds None."""
 
     alpha: np.ndarray
-    gamma: np.ndarray
-    init_scale: np.ndarray
-    l2: np.ndarray
-    w0: np.ndarray
+    gamma: np.ndarray | None = None
+    beta1: np.ndarray | None = None
+    beta2: np.ndarray | None = None
+    epsilon: np.ndarray | None = None
+    init_scale: np.ndarray | None = None
+    l2: np.ndarray | None = None
+    w0: np.ndarray | None = None
 
 
 # --- directions ----------------------------------------------------------------------------
 
 def check_direction(case: Case, given) -> Direction:
-    """The Direction a dict {kind: array} describes, checked against the case: keys among KINDS,
-    each array shaped like the case's (alpha and gamma (T, G), init_scale (G,), l2 as case.l2,
-    w0 (P,)) and finite; kinds not given are 0."""
-    require_momentum(case, "revlearn.approx.check_direction")
+    """The Direction a dict {kind: array} describes, checked against the case: keys among
+    `kinds_of(case)`, each array shaped like the case's (alpha, gamma, beta1, beta2 (T, G),
+    epsilon and init_scale (G,), l2 as case.l2, w0 (P,)) and finite; kinds not given are 0."""
+    require_case(case, "revlearn.approx.check_direction")
+    names = kinds_of(case)
     if not isinstance(given, dict):
-        raise InputError(f"a direction is a dict of arrays keyed by {', '.join(KINDS)}; received "
+        raise InputError(f"a direction is a dict of arrays keyed by {', '.join(names)}; received "
                          f"{type(given).__name__}")
-    unknown = sorted(set(given) - set(KINDS), key=str)
+    unknown = sorted(set(given) - set(names), key=str)
     if unknown:
         raise InputError(f"unknown direction key(s) {', '.join(map(repr, unknown))}; the keys "
-                         f"are {', '.join(KINDS)}")
+                         f"are {', '.join(names)}")
     out = {}
     for kind, shape in _shapes(case).items():
         try:
@@ -114,23 +152,36 @@ def check_direction(case: Case, given) -> Direction:
     return Direction(**out)
 
 
-def random_direction(case: Case, rng: np.random.Generator, kinds=KINDS) -> dict:
-    """A direction with standard normal entries in `kinds` (the others 0)."""
-    require_momentum(case, "revlearn.approx.random_direction")
+def random_direction(case: Case, rng: np.random.Generator, kinds=None) -> dict:
+    """A direction with standard normal entries in `kinds` (default: every kind of the case's
+    optimizer; the others 0)."""
+    require_case(case, "revlearn.approx.random_direction")
     shapes = _shapes(case)
+    kinds = kinds_of(case) if kinds is None else kinds
+    unknown = [k for k in kinds if k not in shapes]
+    if unknown:
+        raise InputError(f"unknown kind(s) {', '.join(map(repr, unknown))}; this case's are "
+                         f"{', '.join(shapes)}")
     return {k: rng.standard_normal(shapes[k]) for k in kinds}
 
 
 def directional(grads, direction: Direction) -> float:
     """sum over the kinds of d_kind . direction.kind: a gradient's (a `Result`'s or a
-    `Hypergrads`') derivative along a checked direction, summed in the order of KINDS."""
-    return float(sum(float(np.sum(getattr(grads, f"d_{k}") * getattr(direction, k)))
-                     for k in KINDS))
+    `Hypergrads`') derivative along a checked direction, summed in the order of Direction's
+    fields."""
+    return float(sum(float(np.sum(getattr(grads, f"d_{k}") * d))
+                     for k, d in zip(Direction._fields, direction, strict=True) if d is not None))
 
 
 def _shapes(case):
-    return dict(alpha=case.alpha.shape, gamma=case.gamma.shape, init_scale=case.init_scale.shape,
-                l2=case.l2.shape, w0=(case.P,))
+    """The shape of each kind of the case's optimizer, in `kinds_of` order."""
+    every = dict(alpha=case.alpha.shape, init_scale=case.init_scale.shape, l2=case.l2.shape,
+                 w0=(case.P,))
+    if case.optimizer == "adam":
+        every.update(beta1=case.beta1.shape, beta2=case.beta2.shape, epsilon=case.epsilon.shape)
+    else:
+        every.update(gamma=case.gamma.shape)
+    return {k: every[k] for k in kinds_of(case)}
 
 
 # --- Algorithm 1 in float64, and forward mode ----------------------------------------------
@@ -142,16 +193,16 @@ class _Engine(NamedTuple):
 
 
 def require_momentum(case, where):
-    """Refuse a case trained with Adam: every method here is written for SGD with momentum."""
+    """Refuse a case trained with Adam, for DrMAD (written for SGD with momentum)."""
     require_case(case, where)
     if case.optimizer != "momentum":
         raise InputError(f"{where} takes a case trained with SGD with momentum; this one is "
-                         f"trained with {case.optimizer!r} (use revlearn.hypergradient, exact for "
-                         "Adam too)")
+                         f"trained with {case.optimizer!r} (DrMAD's straight line gives w_t and "
+                         "v_t, not Adam's m_t and s_t)")
 
 
 def _engine(case, backend, threads, where):
-    require_momentum(case, where)
+    require_case(case, where)
     be, workers = sgd.get_backend(backend), Workers(threads)
     return _Engine(case, sgd.Passes(case, be, workers), workers)
 
@@ -162,10 +213,12 @@ def _hyper(case, t):
 
 
 def _train(eng, each=None):
-    """Algorithm 1 in float64 (the operations of `sgd._train_float`): (w_T, v_T), calling
-    each(t, w_t, v_t, g_t) at every step before its update."""
+    """Algorithm 1 in float64 (the operations of `sgd._train_float`): (w_T, state_T), calling
+    each(t, w_t, state_t, g_t) at every step before its update; state (v,) for momentum,
+    `adam.Moments` (m, s) for Adam."""
     case, passes = eng.case, eng.passes
-    w, v = case.w0, np.zeros(case.P)
+    opt = sgd._optimizer(case, passes.be)
+    w, state = case.w0, opt.float_zeros()
     for t in range(case.T):
         with np.errstate(over="ignore", invalid="ignore"):
             passes.batch_grad(t, w)
@@ -173,11 +226,9 @@ def _train(eng, each=None):
         if bad >= 0:
             raise sgd._not_finite(case, t, bad)
         if each is not None:
-            each(t, w, v, g)
-        alpha, gamma = _hyper(case, t)
-        v = gamma * v - (1.0 - gamma) * g
-        w = w + alpha * v
-    return w, v
+            each(t, w, state, g)
+        w, state = opt.float_step(t, w, state, g)
+    return w, state
 
 
 def _valid_grad(eng, w):
@@ -192,66 +243,104 @@ def _dot(x, y, offsets):
 
 def forward(case: Case, direction: dict, backend: str = "auto",
             threads: int | None = None) -> Forward:
-    """The directional derivative of f(w_T) along `direction` (a dict keyed by KINDS; see
-    `check_direction`) by forward mode: the module's equations, one Hessian-vector product per
+    """The directional derivative of f(w_T) along `direction` (a dict keyed by `kinds_of(case)`;
+    see `check_direction`) by forward mode: the module's equations, one Hessian-vector product per
     step."""
     eng = _engine(case, backend, threads, "revlearn.approx.forward")
     d = check_direction(case, direction)
-    lay, passes = case.layout, eng.passes
-    d_lam = d.l2 if d.l2.shape == (case.P,) else lay.expand(d.l2)
+    tangents = _adam_tangents if case.optimizer == "adam" else _momentum_tangents
     with blas.single_threaded():
-        w, v = case.w0, np.zeros(case.P)
-        dw, dv = lay.expand(d.init_scale) * case.eps + d.w0, np.zeros(case.P)
-        for t in range(case.T):
-            with np.errstate(over="ignore", invalid="ignore"):
-                passes.batch_grad_hvp(t, w, dw, None)
-                g, bad = lanes.penalized(passes.G, case.lam, w)
-            if bad >= 0:
-                raise sgd._not_finite(case, t, bad)
-            alpha, gamma = _hyper(case, t)
-            d_alpha, d_gamma = lay.expand(d.alpha[t]), lay.expand(d.gamma[t])
-            dg = lanes.total(passes.H) + case.lam * dw + d_lam * w
-            dv = d_gamma * (v + g) + gamma * dv - (1.0 - gamma) * dg
-            v = gamma * v - (1.0 - gamma) * g
-            dw = dw + d_alpha * v + alpha * dv
-            w = w + alpha * v
+        w, dw = tangents(eng, d)
         loss, df = _valid_grad(eng, w)
-    return Forward(float(loss), _dot(df, dw, lay.offsets), w)
+    return Forward(float(loss), _dot(df, dw, case.layout.offsets), w)
+
+
+def _start(case, d):
+    """(w_0', lam'): the tangents of the initial weights and of the per-weight penalty."""
+    lay = case.layout
+    d_lam = d.l2 if d.l2.shape == (case.P,) else lay.expand(d.l2)
+    return lay.expand(d.init_scale) * case.eps + d.w0, d_lam
+
+
+def _momentum_tangents(eng, d):
+    """(w_T, w_T') by the module's equations for SGD with momentum."""
+    case, lay, passes = eng.case, eng.case.layout, eng.passes
+    dw, d_lam = _start(case, d)
+    w, v, dv = case.w0, np.zeros(case.P), np.zeros(case.P)
+    for t in range(case.T):
+        with np.errstate(over="ignore", invalid="ignore"):
+            passes.batch_grad_hvp(t, w, dw, None)
+            g, bad = lanes.penalized(passes.G, case.lam, w)
+        if bad >= 0:
+            raise sgd._not_finite(case, t, bad)
+        alpha, gamma = _hyper(case, t)
+        d_alpha, d_gamma = lay.expand(d.alpha[t]), lay.expand(d.gamma[t])
+        dg = lanes.total(passes.H) + case.lam * dw + d_lam * w
+        dv = d_gamma * (v + g) + gamma * dv - (1.0 - gamma) * dg
+        v = gamma * v - (1.0 - gamma) * g
+        dw = dw + d_alpha * v + alpha * dv
+        w = w + alpha * v
+    return w, dw
+
+
+def _adam_tangents(eng, d):
+    """(w_T, w_T') by the module's equations for Adam (w_t by `adam.float_step`, the float64
+    run's bits)."""
+    case, passes, ex = eng.case, eng.passes, eng.case.layout.expand
+    sc, P = adam.Schedule(case), case.P
+    dw, d_lam = _start(case, d)
+    d_eps = ex(d.epsilon)
+    w, state, dm, ds = case.w0, adam.Moments(np.zeros(P), np.zeros(P)), np.zeros(P), np.zeros(P)
+    P1, P2, dP1, dP2 = np.ones(case.G), np.ones(case.G), np.zeros(case.G), np.zeros(case.G)
+    for t in range(case.T):
+        with np.errstate(over="ignore", invalid="ignore"):
+            passes.batch_grad_hvp(t, w, dw, None)
+            g, bad = lanes.penalized(passes.G, case.lam, w)
+        if bad >= 0:
+            raise sgd._not_finite(case, t, bad)
+        h = sc.at(t)
+        dP1, dP2 = dP1 * case.beta1[t] + P1 * d.beta1[t], dP2 * case.beta2[t] + P2 * d.beta2[t]
+        P1, P2 = sc.P1[t], sc.P2[t]
+        dg = lanes.total(passes.H) + case.lam * dw + d_lam * w
+        dm = ex(d.beta1[t]) * (state.m - g) + h.b1 * dm + (1.0 - h.b1) * dg
+        ds = ex(d.beta2[t]) * (state.s - g * g) + h.b2 * ds + (2.0 * (1.0 - h.b2)) * (g * dg)
+        w_next, state = adam.float_step(w, state, g, h)
+        u, den, r = adam.increment(state.m, state.s, h)
+        dr = (np.divide(ds, (2.0 * h.c2) * r, out=np.zeros(P), where=r > 0)
+              + r * ex(dP2) / (2.0 * h.c2))
+        du = dm / (h.c1 * den) + u * ex(dP1) / h.c1 - (u / den) * (dr + d_eps)
+        dw = dw - ex(d.alpha[t]) * u - h.alpha * du
+        w = w_next
+    return w, dw
 
 
 # --- Algorithm 2 over given states: truncated, DrMAD -----------------------------------------
 
-def _reverse(eng, dw, state, stop):
-    """Algorithm 2 from dw = grad f(w_T), dv = 0, over t = T-1 .. stop, with (w_t, v_t) =
-    state(t): the per-parameter steps of `lanes` in the order `sgd._Stored` takes them, so that
-    with the true states and stop = 0 it is the stored method's answer bit for bit. Returns
-    (d_alpha, d_gamma, dw, d_lam, d_X) with dw = df/dw_stop and d_lam the steps' share."""
-    case, passes = eng.case, eng.passes
-    T, offsets = case.T, case.layout.offsets
-    adj = sgd.Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
-    d_alpha, d_gamma = np.zeros((T, case.G)), np.zeros((T, case.G))
-    d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
-    dX_u = np.empty((case.batches.shape[1], case.X_train.shape[1])) if d_X is not None else None
-    v_next = state(T)[1]
-    for t in range(T - 1, stop - 1, -1):
-        w, v = state(t)
-        alpha, gamma = _hyper(case, t)
-        d_alpha[t] = lanes.dots(adj.dw, v_next, offsets)
-        u = lanes.adjoint_before(adj, alpha, gamma)[0]
-        with np.errstate(over="ignore", invalid="ignore"):
-            passes.batch_grad_hvp(t, w, u, dX_u)
-            g, _ = lanes.penalized(passes.G, case.lam, w)
-            d_gamma[t] = lanes.adjoint_after(adj, v, g, lanes.total(passes.H), u, w, case.lam,
-                                             gamma, offsets)
-        if d_X is not None:
-            np.subtract.at(d_X, case.batches[t], dX_u)
-        v_next = v
-    return d_alpha, d_gamma, adj.dw, adj.d_lam, d_X
+class Kept:
+    """kept[t] = (w_t, *state_t) from a function of t: the states Algorithm 2 reads, computed
+    when asked for (DrMAD's line)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def __getitem__(self, t):
+        return self.state(t)
 
 
-def _per_shape(case, d_lam):
-    """d_lam per weight, or summed per group for a per-group l2."""
-    return d_lam if case.l2_per_weight else case.layout.group_sum(d_lam)
+def _reverse(eng, dw, kept, stop):
+    """Algorithm 2 (`sgd._reverse` with the stored method's steps: with the true states and
+    stop = 0 its answer bit for bit) from dw = grad f(w_T) over t = T-1 .. stop, reading w_t and
+    the optimizer's state from kept[t] = (w_t, *state_t) (a dict, or `Kept`): a dict of
+    `Result` fields, d_w0 being df/dw_stop and d_l2 (d_epsilon) the steps' share."""
+    traj = (sgd._AdamStored if eng.case.optimizer == "adam" else sgd._Stored)(kept)
+    return sgd._reverse(eng.case, eng.passes.be, eng.workers, traj, dw, stop=stop)
+
+
+def _hypergrads(got, whole=True):
+    """Hypergrads of `_reverse`'s dict; d_init_scale and d_w0 only when whole."""
+    return Hypergrads(got["d_alpha"], got["d_gamma"], got["d_init_scale"] if whole else None,
+                      got["d_l2"], got["d_w0"] if whole else None, got["d_X_train"],
+                      got.get("d_beta1"), got.get("d_beta2"), got.get("d_epsilon"))
 
 
 def truncated(case: Case, K: int, backend: str = "auto", threads: int | None = None) -> Hypergrads:
@@ -261,43 +350,49 @@ def truncated(case: Case, K: int, backend: str = "auto", threads: int | None = N
     K = _steps("K", K, 1, case.T)
     kept = {}
 
-    def keep(t, w, v, g):
+    def keep(t, w, state, g):
         if t >= case.T - K:
-            kept[t] = (w, v)
+            kept[t] = (w, *state)
 
     with blas.single_threaded():
-        kept[case.T] = _train(eng, keep)
-        dw = _valid_grad(eng, kept[case.T][0])[1]
-        d_alpha, d_gamma, dw, d_lam, d_X = _reverse(eng, dw, kept.__getitem__, case.T - K)
-    whole = K == case.T
-    return Hypergrads(d_alpha, d_gamma,
-                      lanes.dots(dw, case.eps, case.layout.offsets) if whole else None,
-                      _per_shape(case, d_lam), dw if whole else None, d_X)
+        w_T, state_T = _train(eng, keep)
+        kept[case.T] = (w_T, *state_T)
+        got = _reverse(eng, _valid_grad(eng, w_T)[1], kept, case.T - K)
+    return _hypergrads(got, whole=K == case.T)
 
 
 def drmad(case: Case, backend: str = "auto", threads: int | None = None) -> Hypergrads:
-    """Algorithm 2 over all T steps on the straight line from w_0 to w_T (DrMAD); see the
-    module's doc."""
+    """Algorithm 2 over all T steps on the straight line from w_0 to w_T (DrMAD; SGD with
+    momentum only); see the module's doc."""
+    require_momentum(case, "revlearn.approx.drmad")
     eng = _engine(case, backend, threads, "revlearn.approx.drmad")
-    T, lay, w_0 = case.T, case.layout, case.w0
     with blas.single_threaded():
         w_T, _ = _train(eng)
+        got = _reverse(eng, _valid_grad(eng, w_T)[1], line(case, w_T), 0)
+    return _hypergrads(got)
 
-        def on_line(t):
-            return (1.0 - t / T) * w_0 + (t / T) * w_T
 
-        def state(t):
-            if t == 0:
-                return w_0, np.zeros(case.P)
-            alpha = lay.expand(case.alpha[t - 1])
-            v = np.divide(on_line(t) - on_line(t - 1), alpha, out=np.zeros(case.P),
-                          where=alpha > 0)
-            return on_line(t), v
+def line(case: Case, w_T: np.ndarray) -> Kept:
+    """DrMAD's states: w_t = (1 - t/T) w_0 + (t/T) w_T, v_t = (w_t - w_{t-1}) / alpha_{t-1}
+    (0 where alpha_{t-1} = 0, and v_0 = 0)."""
+    T, lay, w_0 = case.T, case.layout, case.w0
 
-        dw = _valid_grad(eng, w_T)[1]
-        d_alpha, d_gamma, dw, d_lam, d_X = _reverse(eng, dw, state, 0)
-    return Hypergrads(d_alpha, d_gamma, lanes.dots(dw, case.eps, lay.offsets),
-                      _per_shape(case, d_lam), dw, d_X)
+    def on_line(t):
+        return (1.0 - t / T) * w_0 + (t / T) * w_T
+
+    def state(t):
+        if t == 0:
+            return w_0, np.zeros(case.P)
+        alpha = lay.expand(case.alpha[t - 1])
+        return on_line(t), np.divide(on_line(t) - on_line(t - 1), alpha, out=np.zeros(case.P),
+                                     where=alpha > 0)
+
+    return Kept(state)
+
+
+def _per_shape(case, d_lam):
+    """d_lam per weight, or summed per group for a per-group l2."""
+    return d_lam if case.l2_per_weight else case.layout.group_sum(d_lam)
 
 
 # --- the implicit function theorem ---------------------------------------------------------
@@ -305,7 +400,7 @@ def drmad(case: Case, backend: str = "auto", threads: int | None = None) -> Hype
 def ift(case: Case, K: int, backend: str = "auto", threads: int | None = None) -> Hypergrads:
     """The implicit hypergradient at w_T with a K-term Neumann series (K >= 1); see the module's
     doc. Gives d_l2 (and d_X_train when the case asks for it); the rest is None."""
-    require_momentum(case, "revlearn.approx.ift")
+    require_case(case, "revlearn.approx.ift")
     K = _steps("K", K, 1, None)
     return next(ift_series(case, [K], backend, threads))[1]
 
@@ -317,11 +412,9 @@ def ift_series(case: Case, Ks, backend: str = "auto", threads: int | None = None
     Ks = [_steps("K", K, 1, None) for K in Ks]
     if any(b <= a for a, b in zip(Ks, Ks[1:], strict=False)):
         raise InputError(f"the K of an ift series must increase; received {Ks}")
-    lay, T = case.layout, case.T
-    alpha, gamma = case.alpha[T - 1], case.gamma[T - 1]
-    eta = lay.expand(alpha * (1.0 - gamma) / (1.0 + gamma))
     with blas.single_threaded():
-        w_T, _ = _train(eng)
+        w_T, state_T = _train(eng)
+        eta = _eta(case, state_T)
         p = eta * _valid_grad(eng, w_T)[1]  # p_0 = eta grad f(w_T);  q_1 = p_0
         q, terms = p.copy(), 1
         for K in Ks:
@@ -334,6 +427,18 @@ def ift_series(case: Case, Ks, backend: str = "auto", threads: int | None = None
                 d_X = (-_hvp_all(eng, w_T, q, input_grad=True)[1] if case.grad_train_inputs
                        else None)
             yield K, Hypergrads(None, None, None, d_lam, None, d_X)
+
+
+def _eta(case, state_T):
+    """The series' step per entry: alpha (1 - gamma) / (1 + gamma) of the last step, or for Adam
+    a (1 - beta1) / (1 + beta1) with a = alpha / (c1 den), den from m_T and s_T."""
+    T = case.T
+    if case.optimizer != "adam":
+        alpha, gamma = case.alpha[T - 1], case.gamma[T - 1]
+        return case.layout.expand(alpha * (1.0 - gamma) / (1.0 + gamma))
+    h = adam.Schedule(case).at(T - 1)
+    den = adam.increment(state_T.m, state_T.s, h)[1]
+    return (h.alpha / (h.c1 * den)) * ((1.0 - h.b1) / (1.0 + h.b1))
 
 
 def _hvp_all(eng, w, u, input_grad=False):
@@ -352,29 +457,56 @@ def _hvp_all(eng, w, u, input_grad=False):
 # --- greedy one-step hypergradients --------------------------------------------------------
 
 def greedy(case: Case, backend: str = "auto", threads: int | None = None) -> Hypergrads:
-    """Baydin et al.'s one-step hypergradients of alpha and gamma, from the training run alone;
-    see the module's doc. d_init_scale, d_l2, d_w0 and d_X_train are None."""
+    """Baydin et al.'s one-step hypergradients of alpha and gamma (Adam: alpha, beta1 and
+    beta2), from the training run alone; see the module's doc. The other kinds are None."""
     eng = _engine(case, backend, threads, "revlearn.approx.greedy")
-    T, offsets = case.T, case.layout.offsets
-    d_alpha, d_gamma = np.empty((T, case.G)), np.empty((T, case.G))
+    T, G = case.T, case.G
+    out = {k: np.empty((T, G)) for k in
+           (("d_alpha", "d_beta1", "d_beta2") if case.optimizer == "adam"
+            else ("d_alpha", "d_gamma"))}
+    one_step = _greedy_adam(case, out) if case.optimizer == "adam" else _greedy_momentum(case, out)
     prev = {}
 
-    def one_step(t, g_next, v_next):
-        """d_alpha_t = g_{t+1} . v_{t+1};  d_gamma_t = alpha_t g_{t+1} . (v_t + g_t)."""
-        v, g = prev[t]
-        d_alpha[t] = lanes.dots(g_next, v_next, offsets)
-        d_gamma[t] = case.alpha[t] * lanes.dots(g_next, v + g, offsets)
-
-    def each(t, w, v, g):
-        prev[t] = (v, g)
+    def each(t, w, state, g):
+        prev[t] = (state, g)
         if t > 0:
-            one_step(t - 1, g, v)
-            del prev[t - 1]
+            one_step(t - 1, *prev.pop(t - 1), g, state)
 
     with blas.single_threaded():
-        w_T, v_T = _train(eng, each)
-        one_step(T - 1, _valid_grad(eng, w_T)[1], v_T)
-    return Hypergrads(d_alpha, d_gamma, None, None, None, None)
+        w_T, state_T = _train(eng, each)
+        one_step(T - 1, *prev.pop(T - 1), _valid_grad(eng, w_T)[1], state_T)
+    return Hypergrads(out["d_alpha"], out.get("d_gamma"), None, None, None, None,
+                      out.get("d_beta1"), out.get("d_beta2"))
+
+
+def _greedy_momentum(case, out):
+    """one_step(t, state_t, g_t, g_{t+1}, state_{t+1}) writing step t's entries:
+    d_alpha_t = g_{t+1} . v_{t+1};  d_gamma_t = alpha_t g_{t+1} . (v_t + g_t)."""
+    offsets = case.layout.offsets
+
+    def one_step(t, state, g, g_next, state_next):
+        out["d_alpha"][t] = lanes.dots(g_next, state_next[0], offsets)
+        out["d_gamma"][t] = case.alpha[t] * lanes.dots(g_next, state[0] + g, offsets)
+
+    return one_step
+
+
+def _greedy_adam(case, out):
+    """one_step(t, state_t, g_t, g_{t+1}, state_{t+1}) writing step t's entries:
+    d_alpha_t = -g_{t+1} . u_t;  d_beta_t = -alpha_t g_{t+1} . du_t/dbeta_t (the module's doc)."""
+    offsets, ex, sc = case.layout.offsets, case.layout.expand, adam.Schedule(case)
+
+    def one_step(t, state, g, g_next, state_next):
+        h = sc.at(t)
+        u, den, r = adam.increment(state_next.m, state_next.s, h)
+        du_b1 = (state.m - g) / (h.c1 * den) + u * ex(sc.P1[t] / case.beta1[t]) / h.c1
+        dr_b2 = (np.divide(state.s - g * g, (2.0 * h.c2) * r, out=np.zeros(case.P), where=r > 0)
+                 + r * ex(sc.P2[t] / case.beta2[t]) / (2.0 * h.c2))
+        out["d_alpha"][t] = -lanes.dots(g_next, u, offsets)
+        out["d_beta1"][t] = -case.alpha[t] * lanes.dots(g_next, du_b1, offsets)
+        out["d_beta2"][t] = -case.alpha[t] * lanes.dots(g_next, -(u / den) * dr_b2, offsets)
+
+    return one_step
 
 
 def _steps(name, K, least, most):

@@ -34,11 +34,15 @@ METHODS = ("exact", "forward", "truncated", "drmad", "ift", "greedy")
 NOT_COVERED = {
     "forward": {"X_train": "forward mode here propagates tangents of w only (no input tangent)"},
     "truncated": {k: "needs all T steps: given at K = T only" for k in ("init_scale", "w0")},
+    "drmad": {k: "written for SGD with momentum: the straight line gives w_t and v_t, not Adam's "
+              "m_t and s_t" for k in approx.ADAM_KINDS + ("X_train",)},
     "ift": {k: "a stationary point does not depend on the optimizer or its start: the theorem "
-            "gives 0" for k in ("alpha", "gamma", "init_scale", "w0")},
+            "gives 0" for k in ("alpha", "gamma", "beta1", "beta2", "epsilon", "init_scale",
+                                "w0")},
     "greedy": {k: "not a per-step hyperparameter: no one-step derivative"
-               for k in ("init_scale", "l2", "w0", "X_train")},
+               for k in ("epsilon", "init_scale", "l2", "w0", "X_train")},
 }
+"""What each method does not give, and why, per kind (`not_covered` picks a case's)."""
 MAX_K = 1_000_000
 FILE = "audit.json"
 FIGURE = "audit.png"
@@ -51,7 +55,19 @@ def k_grid(Ks, T):
 
 def kinds(case):
     """The hyperparameter kinds a case's hypergradient has."""
-    return approx.KINDS + (("X_train",) if case.grad_train_inputs else ())
+    return approx.kinds_of(case) + (("X_train",) if case.grad_train_inputs else ())
+
+
+def methods(case):
+    """The methods audited on a case: every one of METHODS but DrMAD for Adam."""
+    return tuple(m for m in METHODS if m != "drmad" or case.optimizer != "adam")
+
+
+def not_covered(case):
+    """NOT_COVERED for the kinds of the case's hypergradient (DrMAD's only for Adam, which it
+    does not audit)."""
+    return {m: {k: why for k, why in by_kind.items() if k in kinds(case)}
+            for m, by_kind in NOT_COVERED.items() if m != "drmad" or case.optimizer == "adam"}
 
 
 def compare(a, e):
@@ -126,8 +142,8 @@ def audit(case, Ks, seed=0, backend="auto", threads=None, repeats=1, say=None):
     if say is not None:
         say(f"T = {T}: exact {seconds:.2f} s")
     rng = np.random.default_rng(seed)
-    for hyper in approx.KINDS + ("all",):
-        d = approx.random_direction(case, rng, approx.KINDS if hyper == "all" else (hyper,))
+    for hyper in approx.kinds_of(case) + ("all",):
+        d = approx.random_direction(case, rng, None if hyper == "all" else (hyper,))
         fwd, seconds, peak = measure(lambda d=d: approx.forward(case, d, **run), repeats)
         want = approx.directional(exact, approx.check_direction(case, d))
         err = abs(fwd.derivative - want) / abs(want) if want != 0 else None
@@ -138,7 +154,8 @@ def audit(case, Ks, seed=0, backend="auto", threads=None, repeats=1, say=None):
     grid = k_grid(Ks, T)
     for K in grid:
         add("truncated", K, *measure(lambda K=K: approx.truncated(case, K, **run), repeats))
-    add("drmad", None, *measure(lambda: approx.drmad(case, **run), repeats))
+    if "drmad" in methods(case):
+        add("drmad", None, *measure(lambda: approx.drmad(case, **run), repeats))
     ift = measure_series(lambda: approx.ift_series(case, grid, **run), repeats)
     for K, got, seconds, peak in ift:
         add("ift", K, got, seconds, peak)
@@ -149,11 +166,13 @@ def audit(case, Ks, seed=0, backend="auto", threads=None, repeats=1, say=None):
 def _warm_up(case, run):
     """Every method once on the case's first step, so that what a process does once (compiling
     or loading kernels, finding the BLAS) is not measured."""
-    one = case.replace(batches=case.batches[:1], alpha=case.alpha[:1], gamma=case.gamma[:1])
+    per_step = ("alpha", "beta1", "beta2") if case.optimizer == "adam" else ("alpha", "gamma")
+    one = case.replace(batches=case.batches[:1], **{k: getattr(case, k)[:1] for k in per_step})
     hypergradient(one, **run)
     approx.forward(one, {}, **run)
     approx.truncated(one, 1, **run)
-    approx.drmad(one, **run)
+    if "drmad" in methods(case):
+        approx.drmad(one, **run)
     approx.ift(one, 2, **run)
     approx.greedy(one, **run)
 
@@ -193,19 +212,21 @@ def check_out(out):
 def check_fits(case):
     """Refuse, before any work, an audit whose truncation at K = T (every state kept, as the
     stored method keeps them) needs more memory than this machine has."""
-    need, have = 2 * 8 * (case.T + 1) * case.P, memory.physical_memory()
+    states = 3 if case.optimizer == "adam" else 2
+    need, have = states * 8 * (case.T + 1) * case.P, memory.physical_memory()
     if have is not None and need > have:
-        raise InputError(f"the audit's truncation at K = T = {case.T} keeps every w_t and v_t: "
+        raise InputError(f"the audit's truncation at K = T = {case.T} keeps every w_t and "
+                         f"{'m_t, s_t' if states == 3 else 'v_t'}: "
                          f"{memory.describe_bytes(need)}, more than this machine's "
                          f"{memory.describe_bytes(have)}; audit a shorter horizon")
 
 
-def document(spec, horizons, Ks, seed, backend, threads, repeats, rows, seconds):
-    """audit.json's content."""
+def document(case, spec, horizons, Ks, seed, backend, threads, repeats, rows, seconds):
+    """audit.json's content (`case`: one of the audited cases, for what is not covered)."""
     return {"spec": spec, "horizons": list(horizons), "K": list(Ks), "seed": seed,
             "backend": backend, "threads": threads, "repeats": repeats,
             "provenance": blas.describe(),
-            "seconds": round(seconds, 2), "rows": rows, "not_covered": NOT_COVERED}
+            "seconds": round(seconds, 2), "rows": rows, "not_covered": not_covered(case)}
 
 
 def write(out, doc):

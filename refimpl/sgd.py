@@ -317,7 +317,7 @@ class _MomentumReverse:
     def start(self, case, dw):
         self.case, self.offsets = case, case.layout.offsets
         self.adj = Adjoint(dw.copy(), np.zeros(case.P), np.zeros(case.P))
-        self.d_alpha, self.d_gamma = np.empty((case.T, case.G)), np.empty((case.T, case.G))
+        self.d_alpha, self.d_gamma = np.zeros((case.T, case.G)), np.zeros((case.T, case.G))
 
     def outputs(self):
         return dict(d_alpha=self.d_alpha, d_gamma=self.d_gamma)
@@ -352,20 +352,22 @@ class _Reversal(_MomentumReverse):
 
 class _Stored(_MomentumReverse):
     """Momentum's Algorithm 2 with w_t and v_t read back from the trajectory kept in memory
-    (`lanes` without its exact steps, the same for every backend)."""
+    (`lanes` without its exact steps, the same for every backend): kept[t] = (w_t, v_t), an array
+    (T+1, 2, P) or any mapping of the steps the reverse pass visits (and t + 1)."""
 
     def __init__(self, kept):
-        self.ws, self.vs = kept[:, 0], kept[:, 1]
+        self.kept = kept
 
     def before(self, t, passes):
         self.h = _step_hyper(self.case, t)
-        self.d_alpha[t] = lanes.dots(self.adj.dw, self.vs[t + 1], self.offsets)
-        return (self.ws[t],) + lanes.adjoint_before(self.adj, self.h.alpha, self.h.gamma)
+        self.d_alpha[t] = lanes.dots(self.adj.dw, self.kept[t + 1][1], self.offsets)
+        return (self.kept[t][0],) + lanes.adjoint_before(self.adj, self.h.alpha, self.h.gamma)
 
     def after(self, t, passes, w, u):
         g, _ = lanes.penalized(passes.G, self.case.lam, w)
-        self.d_gamma[t] = lanes.adjoint_after(self.adj, self.vs[t], g, lanes.total(passes.H), u,
-                                              w, self.case.lam, self.h.gamma, self.offsets)
+        self.d_gamma[t] = lanes.adjoint_after(self.adj, self.kept[t][1], g,
+                                              lanes.total(passes.H), u, w, self.case.lam,
+                                              self.h.gamma, self.offsets)
 
 
 class _AdamReverse:
@@ -380,7 +382,7 @@ class _AdamReverse:
         self.case, self.offsets, self.schedule = case, case.layout.offsets, adam.Schedule(case)
         T, G, P = case.T, case.G, case.P
         self.adj = adam.Adjoint(dw.copy(), np.zeros(P), np.zeros(P), np.zeros(P))
-        self.d_alpha, self.d_beta1, self.d_beta2 = (np.empty((T, G)) for _ in range(3))
+        self.d_alpha, self.d_beta1, self.d_beta2 = (np.zeros((T, G)) for _ in range(3))
         self.d_epsilon, self.S1, self.S2 = np.zeros(G), np.zeros(G), np.zeros(G)
 
     def before(self, t, passes):
@@ -439,20 +441,23 @@ class _AdamReversal(_AdamReverse):
 
 class _AdamStored(_AdamReverse):
     """Adam's Algorithm 2 with w_t, m_t and s_t read back from the float64 trajectory kept in
-    memory (`adam`'s NumPy functions without the exact steps, the same for every backend)."""
+    memory (`adam`'s NumPy functions without the exact steps, the same for every backend):
+    kept[t] = (w_t, m_t, s_t), as `_Stored`'s."""
 
     lanes, workers = adam.LANES, None
 
     def __init__(self, kept):
-        self.ws, self.ms, self.ss = kept[:, 0], kept[:, 1], kept[:, 2]
+        self.kept = kept
 
     def undo_w(self, t, h):
-        u, den, r = adam.increment(self.ms[t + 1], self.ss[t + 1], h)
-        return (self.ws[t],) + adam.adjoint_before(self.adj, u, den, r, h, self.offsets)
+        _, m, s = self.kept[t + 1]
+        u, den, r = adam.increment(m, s, h)
+        return (self.kept[t][0],) + adam.adjoint_before(self.adj, u, den, r, h, self.offsets)
 
     def undo_moments(self, t, h, G, w):
+        _, m, s = self.kept[t]
         g, _ = lanes.penalized(G, self.case.lam, w)
-        return adam.adjoint_moments(self.adj, self.ms[t], self.ss[t], g, h, self.offsets)
+        return adam.adjoint_moments(self.adj, m, s, g, h, self.offsets)
 
 
 def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
@@ -496,14 +501,15 @@ def hypergradient(case: Case, method: str = "reversible", backend: str = "auto",
                   buffer_bits=int(bits), train_losses=losses, **grads)
 
 
-def _reverse(case, be, workers, traj, dw, trace=None):
-    """Algorithm 2 from dw = grad f(w_T): the hypergradients, as a dict of Result fields; trace(t,
-    w_t, df/dw_t) after each step t, if given."""
+def _reverse(case, be, workers, traj, dw, trace=None, stop=0):
+    """Algorithm 2 from dw = grad f(w_T) over t = T-1 .. stop: the hypergradients, as a dict of
+    Result fields (the per-step ones 0 before stop; with stop > 0, d_w0 is df/dw_stop and
+    d_init_scale its dot with eps); trace(t, w_t, df/dw_t) after each step t, if given."""
     traj.start(case, dw)
     d_X = np.zeros_like(case.X_train) if case.grad_train_inputs else None
     passes = Passes(case, be, workers)
     dX_u = np.empty((case.batches.shape[1], case.X_train.shape[1])) if d_X is not None else None
-    for t in range(case.T - 1, -1, -1):
+    for t in range(case.T - 1, stop - 1, -1):
         # w_t and the direction the Hessian acts on: u = (1 - gamma) dv, or Adam's dg
         w, u = traj.before(t, passes)
         with np.errstate(over="ignore", invalid="ignore"):

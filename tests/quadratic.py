@@ -40,19 +40,22 @@ class LeastSquares:
 
 
 def quadratic_case(T, alpha=0.5, gamma=0.5, l2=(0.05, 0.02), N=40, D=4, K=3, seed=0,
-                   grad_train_inputs=False):
-    """Full-batch training (every step sees all N rows) of `LeastSquares` on Gaussian inputs."""
+                   grad_train_inputs=False, adam=None):
+    """Full-batch training (every step sees all N rows) of `LeastSquares` on Gaussian inputs, with
+    momentum gamma, or with Adam given adam=(beta1, beta2, epsilon)."""
     rng = np.random.default_rng(seed)
     model = LeastSquares(D, K)
     G, P = model.layout.G, model.layout.P
+    own = dict(gamma=np.full((T, G), gamma)) if adam is None else dict(
+        optimizer="adam", beta1=np.full((T, G), adam[0]), beta2=np.full((T, G), adam[1]),
+        epsilon=np.full(G, adam[2]))
     return revlearn.Case(
         layer_sizes=(D, K), activation="tanh", model=model,
         X_train=rng.standard_normal((N, D)), y_train=rng.integers(0, K, N),
         X_valid=rng.standard_normal((N, D)), y_valid=rng.integers(0, K, N),
         batches=np.tile(np.arange(N), (T, 1)), eps=rng.standard_normal(P),
-        alpha=np.full((T, G), alpha), gamma=np.full((T, G), gamma),
-        init_scale=np.full(G, 0.5), l2=np.asarray(l2, dtype=np.float64),
-        grad_train_inputs=grad_train_inputs)
+        alpha=np.full((T, G), alpha), init_scale=np.full(G, 0.5),
+        l2=np.asarray(l2, dtype=np.float64), grad_train_inputs=grad_train_inputs, **own)
 
 
 def implicit(case, w):

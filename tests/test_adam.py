@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import revlearn
-from revlearn import adam, approx, check_grad, cli, mlp, sgd, trace
+from revlearn import adam, check_grad, cli, mlp, sgd, trace
 from revlearn.fixedpoint import LIMIT, D
 from revlearn.threads import SERIAL
 
@@ -533,23 +533,7 @@ def test_an_adam_trace_is_the_same_bits_on_every_backend_and_thread_count(adam_t
         assert np.array_equal(f["dw_trace"][0], res.d_w0)
 
 
-# --- what is written for momentum only ------------------------------------------------------------
-
-def test_the_approximations_and_the_audit_refuse_adam_in_one_line(tmp_path, capsys):
-    case = revlearn.make_case(adam_spec())
-    for call in (lambda: approx.truncated(case, 2), lambda: approx.drmad(case),
-                 lambda: approx.ift(case, 2), lambda: approx.greedy(case),
-                 lambda: approx.forward(case, {}),
-                 lambda: approx.random_direction(case, np.random.default_rng(0))):
-        with pytest.raises(revlearn.InputError, match="momentum; this one is trained with 'adam'"):
-            call()
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(adam_spec()))
-    code = cli.main(["audit", str(path), "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "trains with Adam" in err
-    assert not (tmp_path / "out").exists()
-
+# --- errors ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
 def test_a_non_finite_gradient_names_the_step_on_both_backends(backend):
