@@ -47,9 +47,10 @@ group and m_0' = s_0' = 0:
   last step's heavy-ball iteration is stable (alpha (1 - gamma) h < 2 (1 + gamma)). It cannot give
   alpha, gamma, init_scale or w_0: a stationary point does not depend on the optimizer or where
   it started, so the theorem says 0 for them; their whole effect is through not having converged.
-  For Adam (nor beta1, beta2, epsilon), eta comes from the last step read as a heavy ball: with
-  den frozen, w_{t+1} = w_t - a m_{t+1}, m_{t+1} = beta1 m_t + (1 - beta1) g_t, a = alpha / (c1 den)
-  per entry, is momentum's iteration with gamma = beta1 and step a, hence
+  For Adam (where the theorem says 0 for beta1, beta2 and epsilon too), eta comes from the last
+  step read as a heavy ball: with den frozen, w_{t+1} = w_t - a m_{t+1},
+  m_{t+1} = beta1 m_t + (1 - beta1) g_t, a = alpha / (c1 den) per entry, is momentum's iteration
+  (v = -m) with gamma = beta1 and step a, hence
       eta = a_{T-1} (1 - beta1_{T-1}) / (1 + beta1_{T-1}),   den from m_T, s_T
   a preconditioned series (eta differs per entry), with the same limit H^{-1} grad f(w_T).
 - `greedy(case)`: one-step hypergradients (Baydin et al. 2018): the derivative of the next step's

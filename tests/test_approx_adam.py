@@ -187,6 +187,20 @@ def test_greedy_is_the_derivative_of_the_next_steps_training_loss(t):
             assert abs(want - numeric) <= 1e-7 * abs(numeric), (name, g, want, numeric)
 
 
+# --- bad input -----------------------------------------------------------------------------
+
+def test_a_direction_for_the_other_optimizer_is_refused(solved):
+    case = solved[0]
+    with pytest.raises(revlearn.InputError, match="unknown direction key.*'gamma'; the keys are "
+                       "alpha, beta1, beta2, epsilon, init_scale, l2, w0"):
+        approx.forward(case, {"gamma": np.ones_like(case.alpha)})
+    with pytest.raises(revlearn.InputError, match=r"direction\['epsilon'\] has shape \(3,\); "
+                       r"this case needs \(6,\)"):
+        approx.forward(case, {"epsilon": np.ones(3)})
+    with pytest.raises(revlearn.InputError, match="unknown kind.*'gamma'"):
+        approx.random_direction(case, np.random.default_rng(0), ("gamma",))
+
+
 # --- the audit -----------------------------------------------------------------------------
 
 def test_the_audit_of_an_adam_case(tmp_path, capsys):
