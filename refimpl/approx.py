@@ -263,20 +263,27 @@ def _start(case, d):
     return lay.expand(d.init_scale) * case.eps + d.w0, d_lam
 
 
+def _gradient_and_tangent(eng, t, w, dw, d_lam):
+    """(g_t, g_t') at w_t: the batch gradient with the penalty, and its tangent
+    g_t' = H_t w_t' + lam w_t' + lam' w_t (one Hessian-vector product)."""
+    case, passes = eng.case, eng.passes
+    with np.errstate(over="ignore", invalid="ignore"):
+        passes.batch_grad_hvp(t, w, dw, None)
+        g, bad = lanes.penalized(passes.G, case.lam, w)
+    if bad >= 0:
+        raise sgd._not_finite(case, t, bad)
+    return g, lanes.total(passes.H) + case.lam * dw + d_lam * w
+
+
 def _momentum_tangents(eng, d):
     """(w_T, w_T') by the module's equations for SGD with momentum."""
-    case, lay, passes = eng.case, eng.case.layout, eng.passes
+    case, lay = eng.case, eng.case.layout
     dw, d_lam = _start(case, d)
     w, v, dv = case.w0, np.zeros(case.P), np.zeros(case.P)
     for t in range(case.T):
-        with np.errstate(over="ignore", invalid="ignore"):
-            passes.batch_grad_hvp(t, w, dw, None)
-            g, bad = lanes.penalized(passes.G, case.lam, w)
-        if bad >= 0:
-            raise sgd._not_finite(case, t, bad)
+        g, dg = _gradient_and_tangent(eng, t, w, dw, d_lam)
         alpha, gamma = _hyper(case, t)
         d_alpha, d_gamma = lay.expand(d.alpha[t]), lay.expand(d.gamma[t])
-        dg = lanes.total(passes.H) + case.lam * dw + d_lam * w
         dv = d_gamma * (v + g) + gamma * dv - (1.0 - gamma) * dg
         v = gamma * v - (1.0 - gamma) * g
         dw = dw + d_alpha * v + alpha * dv
@@ -287,22 +294,17 @@ def _momentum_tangents(eng, d):
 def _adam_tangents(eng, d):
     """(w_T, w_T') by the module's equations for Adam (w_t by `adam.float_step`, the float64
     run's bits)."""
-    case, passes, ex = eng.case, eng.passes, eng.case.layout.expand
+    case, ex = eng.case, eng.case.layout.expand
     sc, P = adam.Schedule(case), case.P
     dw, d_lam = _start(case, d)
     d_eps = ex(d.epsilon)
     w, state, dm, ds = case.w0, adam.Moments(np.zeros(P), np.zeros(P)), np.zeros(P), np.zeros(P)
     P1, P2, dP1, dP2 = np.ones(case.G), np.ones(case.G), np.zeros(case.G), np.zeros(case.G)
     for t in range(case.T):
-        with np.errstate(over="ignore", invalid="ignore"):
-            passes.batch_grad_hvp(t, w, dw, None)
-            g, bad = lanes.penalized(passes.G, case.lam, w)
-        if bad >= 0:
-            raise sgd._not_finite(case, t, bad)
+        g, dg = _gradient_and_tangent(eng, t, w, dw, d_lam)
         h = sc.at(t)
         dP1, dP2 = dP1 * case.beta1[t] + P1 * d.beta1[t], dP2 * case.beta2[t] + P2 * d.beta2[t]
         P1, P2 = sc.P1[t], sc.P2[t]
-        dg = lanes.total(passes.H) + case.lam * dw + d_lam * w
         dm = ex(d.beta1[t]) * (state.m - g) + h.b1 * dm + (1.0 - h.b1) * dg
         ds = ex(d.beta2[t]) * (state.s - g * g) + h.b2 * ds + (2.0 * (1.0 - h.b2)) * (g * dg)
         w_next, state = adam.float_step(w, state, g, h)

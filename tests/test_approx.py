@@ -252,21 +252,21 @@ def test_greedys_last_step_is_exact(solved):
     assert got.d_init_scale is None and got.d_l2 is None and got.d_w0 is None
 
 
-@pytest.mark.parametrize("t", [0, 11])
-def test_greedy_is_the_derivative_of_the_next_steps_training_loss(small_case, t):
-    # d L_{t+1}(w_{t+1}) / d alpha_t and / d gamma_t, with w_{t+1} from t + 1 float64 steps
-    case = small_case
+def check_greedy_against_the_next_loss(case, t, steps):
+    """Each greedy entry of step t (groups 0 and 3) against the finite difference of
+    L_{t+1}(w_{t+1}), w_{t+1} from t + 1 float64 steps; steps: {per-step hyperparameter: the
+    difference's step}, the per-step hyperparameters of the case's optimizer."""
     rows = case.batches[t + 1]
 
     def next_loss(**changes):
-        c = case.replace(batches=case.batches[:t + 1], alpha=case.alpha[:t + 1],
-                         gamma=case.gamma[:t + 1]).replace(**changes)
+        c = case.replace(batches=case.batches[:t + 1],
+                         **{k: getattr(case, k)[:t + 1] for k in steps}).replace(**changes)
         w = revlearn.train(c, exact=False).w_final
         ell = mlp.loss(w, case.X_train[rows], case.y_train[rows], case.layout, case.activation)
         return ell + 0.5 * np.sum(case.lam * w * w)
 
     got = approx.greedy(case)
-    for name, step in (("alpha", 1e-4), ("gamma", 2.0**-16)):
+    for name, step in steps.items():
         x = getattr(case, name)[:t + 1]
         for g in (0, 3):
             u = np.zeros_like(x)
@@ -274,6 +274,12 @@ def test_greedy_is_the_derivative_of_the_next_steps_training_loss(small_case, t)
             numeric = directional_derivative(lambda x, n=name: next_loss(**{n: x}), x, u, step)
             want = getattr(got, f"d_{name}")[t, g]
             assert abs(want - numeric) <= 1e-7 * abs(numeric), (name, g, want, numeric)
+
+
+@pytest.mark.parametrize("t", [0, 11])
+def test_greedy_is_the_derivative_of_the_next_steps_training_loss(small_case, t):
+    # d L_{t+1}(w_{t+1}) / d alpha_t and / d gamma_t
+    check_greedy_against_the_next_loss(small_case, t, {"alpha": 1e-4, "gamma": 2.0**-16})
 
 
 # --- bad input -----------------------------------------------------------------------------

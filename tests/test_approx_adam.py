@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 from test_adam import ACT, RTOL, STEP, UNIT, adam_spec, on_largest, uphill
+from test_approx import check_greedy_against_the_next_loss
 
 import revlearn
-from revlearn import approx, audit, cli, mlp
+from revlearn import approx, audit, cli
 from revlearn.gradcheck import directional_derivative
 
 from quadratic import implicit, quadratic_case
@@ -166,25 +167,8 @@ def test_greedy_is_the_derivative_of_the_next_steps_training_loss(t):
     # the betas by steps of 1 and 2 lattice units. (Not t = 0: there u_0 = g_0 / den does not
     # depend on beta1_0, the bias correction cancels it, and the derivative is 0.) Measured:
     # alpha 4.3e-11, beta1 4.4e-10, beta2 6.3e-9 at most.
-    case = revlearn.make_case(adam_spec())
-    rows = case.batches[t + 1]
-
-    def next_loss(**changes):
-        c = case.replace(batches=case.batches[:t + 1], alpha=case.alpha[:t + 1],
-                         beta1=case.beta1[:t + 1], beta2=case.beta2[:t + 1]).replace(**changes)
-        w = revlearn.train(c, exact=False).w_final
-        ell = mlp.loss(w, case.X_train[rows], case.y_train[rows], case.layout, case.activation)
-        return ell + 0.5 * np.sum(case.lam * w * w)
-
-    got = approx.greedy(case)
-    for name, step in (("alpha", 1e-4), ("beta1", UNIT), ("beta2", UNIT)):
-        x = getattr(case, name)[:t + 1]
-        for g in (0, 3):
-            u = np.zeros_like(x)
-            u[t, g] = 1.0
-            numeric = directional_derivative(lambda x, n=name: next_loss(**{n: x}), x, u, step)
-            want = getattr(got, f"d_{name}")[t, g]
-            assert abs(want - numeric) <= 1e-7 * abs(numeric), (name, g, want, numeric)
+    check_greedy_against_the_next_loss(revlearn.make_case(adam_spec()), t,
+                                       {"alpha": 1e-4, "beta1": UNIT, "beta2": UNIT})
 
 
 # --- bad input -----------------------------------------------------------------------------
