@@ -141,37 +141,70 @@ def test_the_answer_depends_on_the_row_chunks(case):
 # --- BLAS thread settings, in fresh processes ------------------------------------------------
 
 SCRIPT = """
-    import hashlib, json, sys
-    import numpy as np
+    import contextlib, json, sys
     import revlearn
+    from revlearn import blas
     sys.path.insert(0, {tests!r})
     from test_threads import SPEC, fingerprint
+    if {unguarded!r}:  # the negative control: revlearn's products left to the BLAS's own threads
+        blas.single_threaded = contextlib.nullcontext
     case = revlearn.make_case(SPEC)
-    out = {{b: fingerprint(revlearn.hypergradient(case, backend=b, threads=2))
+    inside = set()  # the BLAS thread counts while revlearn computes, seen from Algorithm 2
+    record = lambda t, w, dw: inside.update(blas.thread_counts().values())
+    out = {{b: fingerprint(revlearn.hypergradient(case, backend=b, threads=2, trace=record))
             for b in ("numpy", "numba")}}
-    rng = np.random.default_rng(0)  # a plain product, outside revlearn: the negative control
-    X, W = rng.standard_normal((200, 784)), rng.standard_normal((784, 50))
-    out["plain"] = hashlib.sha256((X @ W).tobytes()).hexdigest()
+    out.update(inside=sorted(inside), after=sorted(set(blas.thread_counts().values())),
+               kernel=[lib.get("kernel") for lib in blas.describe()["blas"]])
     print(json.dumps(out))
 """
 
 
-def run_script(**env):
-    full = dict(os.environ, **env)
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT.format(
-        tests=str(ROOT / "tests")))], capture_output=True, text=True, env=full, timeout=600)
+def run_script(blas_threads, unguarded=False):
+    """revlearn's answers on both backends in a fresh process whose BLAS is set to blas_threads
+    threads, with revlearn's guard (`blas.single_threaded`) on, or switched off."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas_threads),
+               OMP_NUM_THREADS=str(blas_threads))
+    script = textwrap.dedent(SCRIPT.format(tests=str(ROOT / "tests"), unguarded=unguarded))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(threads.available_cores() < 2, reason="needs two cores for BLAS threads")
+needs_blas_threads = pytest.mark.skipif(
+    threads.available_cores() < 2 or not blas.controlled(),
+    reason="needs two cores and a BLAS library revlearn can drive")
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    return {n: run_script(n) for n in (1, 2)}
+
+
+@needs_blas_threads
 @needs_numba
-def test_openblas_thread_setting_does_not_change_the_answer(reference):
-    one = run_script(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    two = run_script(OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
+def test_openblas_thread_setting_does_not_change_the_answer(guarded, reference):
+    one, two = guarded[1], guarded[2]
     assert one["numpy"] == one["numba"] == two["numpy"] == two["numba"] == fingerprint(reference)
-    # negative control: the same product outside revlearn's guard differs between the settings
-    assert one["plain"] != two["plain"]
+    # the guard held the BLAS to one thread while revlearn computed, and gave back the setting
+    assert one["inside"] == two["inside"] == [1]
+    assert one["after"] == [1] and two["after"] == [2]
+
+
+@needs_blas_threads
+@needs_numba
+def test_without_the_guard_the_blas_runs_its_own_threads_and_can_change_the_answer(guarded):
+    # The negative control for the test above: switched off in a fresh process, revlearn's guard
+    # no longer holds the BLAS to one thread (on every machine), and where this BLAS rounds a
+    # product differently on 2 threads, revlearn's answer changes with the setting.
+    one, two = run_script(1, unguarded=True), run_script(2, unguarded=True)
+    assert one["inside"] == [1] and two["inside"] == [2]
+    assert one["numpy"] == one["numba"] == guarded[1]["numpy"]  # one BLAS thread: nothing to hold
+    if two["numpy"] == one["numpy"]:
+        pytest.skip(f"this BLAS ({', '.join(map(str, two['kernel']))} kernel) gives revlearn's "
+                    "products the same bits on 1 and 2 threads, so the guard cannot change the "
+                    "answer here")
+    assert two["numpy"] != guarded[2]["numpy"]
 
 
 # --- the command line -------------------------------------------------------------------------
