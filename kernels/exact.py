@@ -414,7 +414,7 @@ def _raise_first(fails, values, P, dry=DRY):
     function of the lane, or is None for a wrap-around check."""
     first = fails.min(axis=0, initial=P)
     if first[dry] < P:
-        raise RuntimeError(f"information buffer underflow in the block of lane {first[dry]}")
+        raise ans.Underflow(f"information buffer underflow in the block of lane {first[dry]}")
     for i, value in zip(first, values, strict=False):
         if i < P:
             raise fixedpoint.RangeError(i, "overflow" if value is None else float(value(i)))

@@ -7,12 +7,12 @@ This package is pure NumPy; ``backend="numba"`` uses the optional kernels in ``r
 """
 
 from .case import Case, Result
-from .errors import InputError, TrainingError
+from .errors import InputError, ReversalError, TrainingError
 from .gradcheck import GradientCheckError, check_grad
 from .sgd import hypergradient, train, valid_loss
 from .spec import make_case
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 
-__all__ = ["Case", "GradientCheckError", "InputError", "Result", "TrainingError", "__version__",
-           "check_grad", "hypergradient", "make_case", "train", "valid_loss"]
+__all__ = ["Case", "GradientCheckError", "InputError", "Result", "ReversalError", "TrainingError",
+           "__version__", "check_grad", "hypergradient", "make_case", "train", "valid_loss"]

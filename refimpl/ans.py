@@ -57,6 +57,10 @@ class Buffer(NamedTuple):
     peak: np.ndarray
 
 
+class Underflow(RuntimeError):
+    """A lane needed a word from a stack that had none: a pop that no push put there."""
+
+
 def new_buffer(P, capacity=0):
     """P lanes at X0 and empty stacks with room for `capacity` words each."""
     blocks = lane_blocks(P)
@@ -118,7 +122,7 @@ def pop(buf, n):
     block, rank, R = _in_blocks(need, len(buf.top))
     if np.any(R > buf.top):
         b = int(np.flatnonzero(R > buf.top)[0])
-        raise RuntimeError(f"information buffer underflow: {R[b]} lanes of block {b} need a word, "
+        raise Underflow(f"information buffer underflow: {R[b]} lanes of block {b} need a word, "
                            f"{buf.top[b]} left")
     x[need] = x[need] << WORD_BITS | buf.stack[block, buf.top[block] - R[block] + rank]
     return Buffer(x, buf.stack, buf.top - R, buf.peak), s

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import audit, conformance, oracle, sgd, trace
-from .errors import InputError, TrainingError
+from .errors import InputError, ReversalError, TrainingError
 from .experiments import plotting
 from .experiments.cli import add_parser as add_run_parser
 from .experiments.cli import threads_flag
@@ -323,7 +323,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, TrainingError) as e:
+    except (InputError, ReversalError, TrainingError) as e:
         print(f"revlearn {args.command}: error: {' '.join(str(e).splitlines())}",
               file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The two kinds of failure users see."""
+"""The kinds of failure users see."""
 
 
 class InputError(ValueError):
@@ -9,3 +9,9 @@ class InputError(ValueError):
 class TrainingError(ArithmeticError):
     """Training left what exact reversal can represent (a non-finite gradient, or a value outside
     the fixed-point range); the message names the step and the group, and what to change."""
+
+
+class ReversalError(ArithmeticError):
+    """The reverse pass could not retrace training: a value left the fixed-point range, or the
+    information buffer ran dry, which the exact reversal of a run never does. The state it
+    started from was not the one training ended in (corrupted memory); no hypergradient."""

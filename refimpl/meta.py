@@ -12,6 +12,17 @@ hypergradient d f / d h (with respect to the value h the Case uses) is chained t
     l2 (lam)   = exp(theta)        d f / d theta = d f / d lam        * lam
     X_train    = theta             d f / d theta = d f / d X_train
 
+A schedule (alpha, gamma, beta1, beta2: one value per step t and group) is learned per step, or on
+k knots (`knots`): theta then holds k values per group at the steps tau_j = j (T - 1) / (k - 1)
+and the schedule is piecewise linear between them on the unconstrained scale; with t between
+tau_j and tau_{j+1} and phi_t = (t - tau_j) / (tau_{j+1} - tau_j),
+
+    alpha_t = exp((1 - phi_t) theta_j + phi_t theta_{j+1})
+    d f / d theta_j = sum_t (d f / d alpha_t) alpha_t [(1 - phi_t) (t's left knot is j)
+                                                       + phi_t (t's right knot is j)]
+
+(k = 1: one constant per group; k = T: one value per step, as without knots).
+
 gamma, beta1 and beta2 are kept unquantised in theta; the Case quantises sigmoid(theta) to
 n / 2**16 (clipped to gamma's range [2**-16, 1], the betas' [2**-16, 1 - 2**-16]) and the chain
 treats that rounding as the identity (the hypergradient is taken at the effective value).
@@ -52,6 +63,7 @@ from .spec import sample_batches
 from .threads import resolve as resolve_threads
 
 LEARNABLE = ("alpha", "gamma", "beta1", "beta2", "epsilon", "init_scale", "l2", "X_train")
+SCHEDULES = ("alpha", "gamma", "beta1", "beta2")  # shape (T, G): per step, or on knots
 OPTIMIZERS = ("adam", "sgd")
 OBJECTIVES = ("valid", "train")
 
@@ -88,6 +100,49 @@ TRANSFORMS = {"alpha": LOG, "gamma": LOGIT, "beta1": BETA_LOGIT, "beta2": BETA_L
               "epsilon": LOG, "init_scale": LOG, "l2": LOG, "X_train": IDENTITY}
 
 
+class Knots:
+    """k knots over T steps: step t lies between knot j_t and j_t + 1, at phi_t of the way."""
+
+    def __init__(self, T, k):
+        self.T, self.k = T, k
+        x = np.arange(T) * (k - 1) / max(T - 1, 1)  # step t in knot units (exact at the knots)
+        self.j = np.minimum(np.floor(x).astype(np.int64), max(k - 2, 0))
+        self.phi = (x - self.j)[:, None]
+
+    def expand(self, theta):
+        """The per-step values (T, G) of knot values theta (k, G), linear between knots."""
+        if self.k == 1:
+            return np.repeat(theta, self.T, axis=0)
+        return (1.0 - self.phi) * theta[self.j] + self.phi * theta[self.j + 1]
+
+    def chain(self, d):
+        """d f / d theta (k, G) from d f / d (the expanded values) (T, G): expand's transpose,
+        summed over the steps in order."""
+        out = np.zeros((self.k, d.shape[1]))
+        if self.k == 1:
+            np.add.at(out, np.zeros(self.T, np.int64), d)
+            return out
+        np.add.at(out, self.j, (1.0 - self.phi) * d)
+        np.add.at(out, self.j + 1, self.phi * d)
+        return out
+
+    def fit(self, values):
+        """Knot values whose expansion runs through `values` (T, G) at the knots: values at the
+        steps tau_j, interpolated linearly where tau_j falls between steps."""
+        tau = np.arange(self.k) * (self.T - 1) / max(self.k - 1, 1)
+        lo = np.minimum(np.floor(tau).astype(np.int64), self.T - 1)
+        hi = np.minimum(lo + 1, self.T - 1)
+        w = (tau - lo)[:, None]
+        return (1.0 - w) * values[lo] + w * values[hi]
+
+
+def knots_of(name, theta, T):
+    """The Knots a learned array is on (None: one value per step, or not a schedule)."""
+    if name in SCHEDULES and len(theta) != T:
+        return Knots(T, len(theta))
+    return None
+
+
 @dataclass(frozen=True)
 class MetaConfig:
     """How to meta-optimize.
@@ -100,7 +155,8 @@ class MetaConfig:
     constant); Adam's b1, b2, eps; objective "valid" or "train"; fresh_seed: draw new eps and
     batches each meta-iteration from (seed, i); meta_batch: K hypergradients per meta-iteration,
     each on its own draws from (seed, i, k), the step on their mean; method, backend and threads
-    as in `hypergradient` (backend and threads change the speed, never the results).
+    as in `hypergradient` (backend and threads change the speed, never the results); knots:
+    None (schedules learned per step) or k >= 1, schedules learned on k knots per group.
     """
 
     learn: tuple = ("alpha", "gamma", "init_scale")
@@ -117,6 +173,7 @@ class MetaConfig:
     backend: str = "auto"
     threads: int = None
     meta_batch: int = 1
+    knots: int = None
 
     def __post_init__(self):
         learn = tuple(self.learn) if not isinstance(self.learn, str) else (self.learn,)
@@ -148,6 +205,11 @@ class MetaConfig:
                 and not isinstance(self.meta_batch, (bool, np.bool_)) and self.meta_batch >= 1):
             raise InputError(f"meta_batch = {self.meta_batch!r}; use an integer >= 1 (the number "
                              "of hypergradients averaged per meta-iteration)")
+        k = self.knots
+        if k is not None and not (isinstance(k, (int, np.integer)) and not isinstance(
+                k, (bool, np.bool_)) and k >= 1):
+            raise InputError(f"knots = {k!r}; use an integer >= 1 (values per group of each "
+                             "learned schedule), or None for one per step")
         if "X_train" in learn and self.objective == "train":
             raise InputError("learning X_train against the training loss is ill-posed (the "
                              "objective would move with the data); use objective='valid'")
@@ -160,7 +222,8 @@ class MetaState:
     i: meta-iterations completed; theta: name -> unconstrained meta-parameter array, one entry per
     learned hyperparameter; m, s: Adam's first and second moment estimates, same shapes (zeros for
     gradient descent). Invariant: meta-iteration i trains with the hyperparameters
-    ``TRANSFORMS[name].forward(theta[name])`` and everything else from the base Case.
+    ``TRANSFORMS[name].forward(theta[name])`` (a schedule on knots expanded to its T steps first:
+    theta of shape (k, G), k < T) and everything else from the base Case.
     """
 
     i: int
@@ -184,9 +247,14 @@ class MetaState:
                 parts[part][name] = np.array(value, dtype=np.float64)
         return cls(i=int(arrays["i"]), **parts)
 
-    def hyper(self):
-        """The constrained hyperparameter values, name -> array."""
-        return {k: TRANSFORMS[k].forward(t) for k, t in self.theta.items()}
+    def hyper(self, T):
+        """The constrained hyperparameter values of a case of T steps, name -> array."""
+        return {k: TRANSFORMS[k].forward(_expand(k, t, T)) for k, t in self.theta.items()}
+
+
+def _expand(name, theta, T):
+    knots = knots_of(name, theta, T)
+    return theta if knots is None else knots.expand(theta)
 
 
 def _norm(grad):
@@ -222,6 +290,12 @@ def init(case, config):
             raise InputError(f"{name} is learned on a log scale and is 0 everywhere in the case, "
                              "so nothing would move; start it > 0")
     theta = {k: TRANSFORMS[k].inverse(getattr(case, k)) for k in config.learn}
+    if config.knots is not None:
+        if config.knots > case.T:
+            raise InputError(f"knots = {config.knots}; a schedule of T = {case.T} steps takes "
+                             f"at most {case.T} knots")
+        theta.update({k: Knots(case.T, config.knots).fit(t) for k, t in theta.items()
+                      if k in SCHEDULES and config.knots < case.T})
     zeros = {k: np.zeros_like(v) for k, v in theta.items()}
     return MetaState(0, theta, zeros, {k: v.copy() for k, v in zeros.items()})
 
@@ -230,7 +304,7 @@ def case_at(case, state, config, k=0):
     """The Case member k of meta-iteration state.i trains: learned hyperparameters from theta,
     fresh eps and batches from default_rng([seed, i, k]) in a meta-batch of K > 1, else from
     default_rng([seed, i]) when asked, and the objective's evaluation set."""
-    changes = state.hyper()
+    changes = state.hyper(case.T)
     if config.fresh_seed or config.meta_batch > 1:
         key = [config.seed, state.i] if config.meta_batch == 1 else [config.seed, state.i, k]
         rng = np.random.default_rng(key)
@@ -245,9 +319,13 @@ def case_at(case, state, config, k=0):
 
 def chain(state, result):
     """d f / d theta from the hypergradient `result` (a Result) of the case at `state`."""
-    h = state.hyper()
-    return {k: TRANSFORMS[k].chain(t, h[k], getattr(result, "d_" + k))
-            for k, t in state.theta.items()}
+    T = len(result.train_losses)
+    h, grad = state.hyper(T), {}
+    for k, t in state.theta.items():
+        knots, full = knots_of(k, t, T), _expand(k, t, T)
+        d = TRANSFORMS[k].chain(full, h[k], getattr(result, "d_" + k))
+        grad[k] = d if knots is None else knots.chain(d)
+    return grad
 
 
 def update(state, grad, config):

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import adam, ans, blas, fixedpoint, lanes, mlp, wide
 from .case import Case, Result, require_case
-from .errors import InputError, TrainingError
+from .errors import InputError, ReversalError, TrainingError
 from .partition import row_chunks
 from .threads import Workers
 
@@ -510,11 +510,16 @@ def _reverse(case, be, workers, traj, dw, trace=None, stop=0):
     passes = Passes(case, be, workers)
     dX_u = np.empty((case.batches.shape[1], case.X_train.shape[1])) if d_X is not None else None
     for t in range(case.T - 1, stop - 1, -1):
-        # w_t and the direction the Hessian acts on: u = (1 - gamma) dv, or Adam's dg
-        w, u = traj.before(t, passes)
-        with np.errstate(over="ignore", invalid="ignore"):
-            passes.batch_grad_hvp(t, w, u, dX_u)  # g_t and H_t u, recomputed bit for bit
-            traj.after(t, passes, w, u)
+        try:
+            # w_t and the direction the Hessian acts on: u = (1 - gamma) dv, or Adam's dg
+            w, u = traj.before(t, passes)
+            with np.errstate(over="ignore", invalid="ignore"):
+                passes.batch_grad_hvp(t, w, u, dX_u)  # g_t and H_t u, recomputed bit for bit
+                traj.after(t, passes, w, u)
+        except (fixedpoint.RangeError, ans.Underflow) as e:
+            raise ReversalError(f"step {t} of the reverse pass: {e}; an exact reversal of the "
+                                "run never does this, so its state was not the one training "
+                                "ended in (corrupted memory?); no hypergradient") from None
         if d_X is not None:
             traj.dX_update.at(d_X, case.batches[t], dX_u)
         if trace is not None:

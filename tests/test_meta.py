@@ -182,7 +182,7 @@ def test_entries_at_zero_stay_zero_on_a_log_scale():
     state = meta.init(case.replace(l2=l2), config)
     for _ in range(2):
         state, _ = meta.step(case.replace(l2=l2), state, config)
-    learned = state.hyper()["l2"]
+    learned = state.hyper(case.T)["l2"]
     assert np.all(learned[l2 == 0] == 0)
     assert np.all(learned[l2 > 0] > 0) and not np.allclose(learned[l2 > 0], 0.02)
 

@@ -1,13 +1,15 @@
 """Algorithms 1 and 2: hypergradients against finite differences of whole training runs, exact
 recovery, the stored-trajectory cross-check and the buffer size."""
 
+import importlib
+
 import numpy as np
 import pytest
 
 import revlearn
 from revlearn import check_grad, fixedpoint, mlp
 
-from conftest import small_spec
+from conftest import needs_numba, small_spec
 
 OUTPUTS = ("w_final", "d_alpha", "d_gamma", "d_init_scale", "d_l2", "d_w0", "d_X_train")
 # Finite differences of whole training runs (fourth-order stencil, gradcheck.py). Their error is
@@ -271,3 +273,71 @@ def test_exact_recovery_is_false_when_one_bit_of_the_state_is_wrong(where):
 
     assert reversed_after(case, lambda W, V, buf: None) is True
     assert reversed_after(case, corrupt) is False
+
+
+# --- ... and revlearn.hypergradient says so: a corruption injected on the public path ---------
+
+def corrupting(be, optimizer, where, T):
+    """Backend be whose exact step flips one bit of the state it returns after step T - 1 (the
+    end of Algorithm 1), so that the reversal starts from a wrong state."""
+    def wrap(forward):
+        steps = []
+
+        def step(W, state, buf, *rest):
+            W, state, buf, w, bad = forward(W, state, buf, *rest)
+            steps.append(None)
+            if len(steps) == T:
+                flip(where, W, state, buf)
+            return W, state, buf, w, bad
+        return step
+    if optimizer == "adam":
+        return be._replace(adam=be.adam._replace(forward=wrap(be.adam.forward)))
+    return be._replace(forward=wrap(be.forward))
+
+
+def flip(where, W, state, buf):
+    if where == "stack word":
+        assert buf.top[0] > 0
+        buf.stack[0, buf.top[0] // 2] ^= 1
+    elif where == "lane state":
+        buf.x[7] ^= 1 << 3
+    elif where == "W entry":
+        W[5] ^= 1
+    else:  # the optimizer's state: V, or Adam's m (its low word)
+        (state.m.L if hasattr(state, "m") else state)[11] ^= 1
+
+
+BACKEND_MODULES = [("numpy", "revlearn.sgd", "NUMPY"),
+                   pytest.param("numba", "revlearn.kernels", "NUMBA", marks=needs_numba)]
+
+
+def corrupted_case(optimizer, n_iters):
+    spec = small_spec(n_iters=n_iters)
+    if optimizer == "adam":  # beta1 0.5: a bit per parameter per step, words on the stacks
+        del spec["gamma"]
+        spec.update(optimizer="adam", alpha=0.02, beta1=0.5, beta2=0.99, epsilon=1e-4)
+    return revlearn.make_case(spec)
+
+
+@pytest.mark.parametrize("where", ["stack word", "lane state", "state entry", "W entry"])
+@pytest.mark.parametrize("backend, module, attr", BACKEND_MODULES)
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_hypergradient_reports_a_reversal_that_missed_the_start(optimizer, backend, module, attr,
+                                                               where, monkeypatch):
+    case = corrupted_case(optimizer, 300 if optimizer == "momentum" else 40)
+    assert revlearn.hypergradient(case, backend=backend).exact_recovery is True  # the control
+    home = importlib.import_module(module)
+    monkeypatch.setattr(home, attr, corrupting(getattr(home, attr), optimizer, where, case.T))
+    assert revlearn.hypergradient(case, backend=backend).exact_recovery is False
+
+
+@pytest.mark.parametrize("backend, module, attr", BACKEND_MODULES)
+def test_a_reversal_that_leaves_the_range_is_a_clear_error(backend, module, attr, monkeypatch):
+    # over 300 steps Adam's wrong state grows until some s_t comes out negative
+    case = corrupted_case("adam", 300)
+    home = importlib.import_module(module)
+    monkeypatch.setattr(home, attr, corrupting(getattr(home, attr), "adam", "W entry", case.T))
+    with np.errstate(invalid="ignore"), pytest.raises(
+            revlearn.ReversalError, match=r"^step \d+ of the reverse pass: entry \d+ left the "
+            r"fixed-point range .*its state was not the one training ended in"):
+        revlearn.hypergradient(case, backend=backend)

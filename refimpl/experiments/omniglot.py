@@ -101,7 +101,7 @@ class Job(common.MetaJob):
                 + f"  |grad| {rec['grad_norm']:.2e}")
 
     def finish(self, state, records, out, plt):
-        learned = state.hyper()["l2"]
+        learned = state.hyper(self.case.T)["l2"]
         lay = self.model.layout
         settings = {"separate nets": (np.full(lay.G, LAM0), False),
                     "tied bottom layer": (np.full(lay.G, LAM0), True),
