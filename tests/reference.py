@@ -168,12 +168,12 @@ def trajectory(hyper, X_train, c, kept=None, step=None):
     return ws + [w if kept is None else tap(w, len(ws), kept)]
 
 
-def answers(c, grad_train_inputs=False, trace_steps=None, step=None):
+def answers(c, grad_train_inputs=False, trace_steps=None, step=None, shift=None):
     """The case file's output keys (w_final, valid_loss, the hypergradients d_alpha, d_gamma or
     d_beta1, d_beta2, d_epsilon, d_init_scale, d_l2, d_w0 and, when asked, d_X_train; with
     trace_steps, trace_steps, w_trace and dw_trace) for the inputs c, a mapping holding INPUT_KEYS
     (ADAM_INPUT_KEYS and optimizer "adam" for Adam); `step` is each step of training (None: the
-    optimizer's)."""
+    optimizer's); `shift` moves w_0 (None: by 0)."""
     optimizer = str(c["optimizer"]) if "optimizer" in c else "momentum"
     c = {k: np.asarray(c[k]) for k in (ADAM_INPUT_KEYS if optimizer == "adam" else INPUT_KEYS)}
     c["layer_sizes"] = [int(n) for n in c["layer_sizes"]]
@@ -181,7 +181,8 @@ def answers(c, grad_train_inputs=False, trace_steps=None, step=None):
     if c["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation {c['activation']!r} is not one of {sorted(ACTIVATIONS)}")
     names = HYPER[optimizer]
-    hyper = tuple(np.array(c[k], dtype=np.float64) for k in names[:-1]) + (np.zeros(len(c["eps"])),)
+    shift = np.zeros(len(c["eps"])) if shift is None else np.array(shift, dtype=np.float64)
+    hyper = tuple(np.array(c[k], dtype=np.float64) for k in names[:-1]) + (shift,)
     X_train, X_valid, y_valid = c["X_train"], c["X_valid"], c["y_valid"]
     kept = {}
 

@@ -18,6 +18,7 @@ from revlearn.threads import SERIAL
 
 import reference
 from conftest import needs_numba, small_spec
+from quadratic import quadratic_case
 
 OUTPUTS = ("w_final", "d_alpha", "d_beta1", "d_beta2", "d_epsilon", "d_init_scale", "d_l2",
            "d_w0", "d_X_train")
@@ -362,6 +363,63 @@ def test_entries_whose_gradient_is_always_zero_stay_put_and_have_finite_hypergra
     fd_check(case, res.d_alpha, "alpha")
 
 
+def tiny_gradient_case():
+    """Input column 0 scaled by 1e-20: the weights it feeds have gradients near 1e-21, so m =
+    (1 - beta1) g (about 1e-22) is on the fixed point's grid of 2**-100 while s = (1 - beta2) g g
+    (about 1e-44) rounds to 0: m != 0 with s = 0."""
+    case = revlearn.make_case(adam_spec(l2=0.0))
+    X = case.X_train.copy()
+    X[:, 0] *= 1e-20
+    return case.replace(X_train=X)
+
+
+def test_an_entry_with_m_nonzero_and_s_zero_takes_the_square_roots_derivative_as_0():
+    case = tiny_gradient_case()
+    fan_out = case.layer_sizes[1]
+    _, state, _, _ = sgd._train_exact(case, sgd.get_backend("numpy"), SERIAL)
+    m, s = (revlearn.wide.from_wide(x)[:fan_out] for x in state)
+    assert np.all(m != 0) and np.all(s == 0)  # the corner this test is about
+    res = revlearn.hypergradient(case)
+    assert res.exact_recovery
+    for key in OUTPUTS[:-1]:
+        assert np.all(np.isfinite(getattr(res, key))), key
+    # The reference, in float64, keeps s near 1e-44 and the square root's derivative finite
+    # there; its share of the answer is round-off. Measured: 1.9e-15 of each output's largest
+    # entry, and 2.4e-14 entry by entry in d_w0 at the weights of column 0. The tolerances leave
+    # a factor of 10; an answer off by a relative 1e-12 fails them (the control).
+    inputs = {k: getattr(case, k) for k in reference.ADAM_INPUT_KEYS}
+    theirs = reference.answers(dict(inputs, optimizer="adam"))
+
+    def errors(off=1.0):
+        worst = {k: np.max(np.abs(getattr(res, k) * off - theirs[k])) / np.max(np.abs(theirs[k]))
+                 for k in OUTPUTS[:-1]}
+        corner = np.abs(res.d_w0[:fan_out] * off - theirs["d_w0"][:fan_out])
+        return worst, np.max(corner / np.abs(theirs["d_w0"][:fan_out]))
+    worst, corner = errors()
+    assert max(worst.values()) <= 2e-14 and corner <= 3e-13, (worst, corner)
+    worst, corner = errors(1 + 1e-12)
+    assert min(worst.values()) > 2e-14 and corner > 3e-13
+    fd_check(case, res.d_alpha, "alpha")
+
+
+def test_the_square_roots_infinite_derivative_at_s_zero_would_break_the_answer(monkeypatch):
+    # negative control for the test above: du/ds' = -q / (2 c2 r) taken as it is where r = 0
+    case = tiny_gradient_case()
+    plain = adam.adjoint_before
+
+    def infinite_at_zero(adj, u, den, r, h, offsets):
+        du, q = -(h.alpha * adj.dw), u / den
+        out = plain(adj, u, den, r, h, offsets)
+        zero = r == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adj.ds[zero] -= (du * q)[zero] / ((2.0 * h.c2) * r)[zero]
+        return out
+    monkeypatch.setattr(adam, "adjoint_before", infinite_at_zero)
+    with np.errstate(invalid="ignore", over="ignore"):
+        res = revlearn.hypergradient(case, backend="numpy")
+    assert not np.all(np.isfinite(res.d_alpha))
+
+
 def test_the_weights_move_by_about_alpha_per_step_as_adam_does():
     # Adam's first step is alpha sign(g) where |g| >> epsilon: u_0 = g / (|g| + eps)
     case = revlearn.make_case(adam_spec(n_iters=1, epsilon=1e-12, l2=0.0))
@@ -543,3 +601,77 @@ def test_a_non_finite_gradient_names_the_step_on_both_backends(backend):
     X[case.batches[:5].ravel()] = case.X_train[case.batches[:5].ravel()]
     with pytest.raises(revlearn.TrainingError, match="step 5: the gradient is not finite"):
         revlearn.hypergradient(case.replace(X_train=X), backend=backend)
+
+
+# --- DESIGN's reverse pass against autodiff, on a quadratic ---------------------------------------
+
+def autograd_on_quadratic(case):
+    """d f(w_T) / d (alpha, beta1, beta2, epsilon, init_scale, l2, w_0) by autograd through the
+    float64 unroll of Adam (tests/reference.py's step) on the least-squares model of
+    tests/quadratic.py, written again here in autograd.numpy."""
+    import autograd.numpy as anp
+    from autograd import grad
+
+    lay = case.layout
+    group = np.repeat(np.arange(lay.G), np.diff(lay.offsets))
+    K = case.layer_sizes[-1]
+
+    def ell(w, X, y):
+        Z = np.hstack([X, np.ones((len(X), 1))])
+        R = anp.dot(Z, anp.reshape(w, (Z.shape[1], K))) - np.eye(K)[y]
+        return 0.5 * anp.sum(R * R) / len(y)
+
+    def f(hyper):
+        alpha, beta1, beta2, epsilon, init_scale, l2, shift = hyper
+        w, state = init_scale[group] * case.eps + shift, (np.zeros(case.P), np.zeros(case.P), 1.0,
+                                                          1.0)
+        for t in range(case.T):
+            def L_t(w):
+                return ell(w, case.X_train, case.y_train) + 0.5 * anp.sum(l2[group] * w * w)
+            w, state = reference.adam_step(t, w, state, L_t, alpha[t][group],
+                                           (beta1[t][group], beta2[t][group], epsilon[group]))
+        return ell(w, case.X_valid, case.y_valid)
+    names = ("alpha", "beta1", "beta2", "epsilon", "init_scale", "l2")
+    hyper = tuple(getattr(case, k) for k in names) + (np.zeros(case.P),)
+    return dict(zip((*names, "w0"), grad(f)(hyper), strict=True))
+
+
+def quadratic_adam_case():
+    """Adam with per-step, per-group schedules on the least-squares model, T = 30."""
+    rng, T, G = np.random.default_rng(4), 30, 2
+    return quadratic_case(T, l2=(0.05, 0.02), adam=(0.9, 0.99, 1e-3)).replace(
+        alpha=rng.uniform(0.01, 0.08, (T, G)), beta1=rng.uniform(0.5, 0.95, (T, G)),
+        beta2=rng.uniform(0.9, 0.999, (T, G)), epsilon=np.array([1e-3, 3e-4]))
+
+
+def quadratic_errors(res, want, scale=None):
+    """Largest |difference| over the largest |entry|, per hypergradient (one key's answer scaled
+    by scale[1] when scale = (key, factor))."""
+    out = {}
+    for k, w in want.items():
+        got = getattr(res, "d_" + k) * (scale[1] if scale and scale[0] == k else 1.0)
+        out[k] = np.max(np.abs(got - w)) / np.max(np.abs(w))
+    return out
+
+
+# Measured (largest over the hypergradients): method="stored", DESIGN's reverse pass on the float64
+# trajectory, 1.2e-14 (d_epsilon; 8.7e-15 d_beta1); the fixed point 8.6e-14 (d_epsilon: w is
+# rounded to 2**-52 at every step). The tolerances leave a factor of 6 to 8; an answer off by a
+# relative 1e-12 fails both.
+QUADRATIC_RTOL = {"stored": 1e-13, "reversible": 5e-13}
+
+
+@pytest.fixture(scope="module")
+def quadratic_autodiff():
+    case = quadratic_adam_case()
+    return case, autograd_on_quadratic(case)
+
+
+@pytest.mark.parametrize("method", ["stored", "reversible"])
+def test_the_reverse_pass_is_autodiffs_on_a_quadratic(quadratic_autodiff, method):
+    case, want = quadratic_autodiff
+    res = revlearn.hypergradient(case, method=method)
+    errors = quadratic_errors(res, want)
+    assert max(errors.values()) <= QUADRATIC_RTOL[method], errors
+    for key in want:  # negative control, at the same tolerance: one answer off by 1e-12
+        assert quadratic_errors(res, want, (key, 1 + 1e-12))[key] > QUADRATIC_RTOL[method], key
