@@ -220,9 +220,10 @@ def _conformance(args):
               "bit (sha256)" + ("" if pins.why is None else ", although this machine's matrix "
                                 f"products may round differently ({pins.why})"))
     else:
-        print(f"every answer is within {conformance.FALLBACK_RTOL:g} of the pinned suite version "
-              f"{conformance.SUITE_VERSION}'s; not bit for bit, as this machine's matrix products "
-              f"round differently ({pins.why})")
+        print(f"every answer's norm and eight of its entries are within its case's tolerance "
+              f"({conformance.tolerances()}) of the pinned suite version "
+              f"{conformance.SUITE_VERSION}'s; not bit for bit, as this machine's matrix "
+              f"products round differently ({pins.why})")
     return 0
 
 

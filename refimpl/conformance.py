@@ -19,7 +19,9 @@ pins also hold a few values of every answer (its norm and up to eight entries, `
 compared there when some digest differs, within FALLBACK_RTOL: 1e-9,
 1,500 times the largest change measured with OpenBLAS's Haswell kernel in place of SkylakeX
 (6.5e-13), except near the edge of chaos, where rounding differences grow (measured 1.7e-9
-between float64 and fixed-point trajectories): 1e-7 there.
+between float64 and fixed-point trajectories): 1e-7 there. `check_entries` compares every entry
+within the same tolerances, given the answers as one machine computed them (the tests keep such a
+set: docs/conformance.md).
 
 A digest (`digest`) is the sha256 of, for each key in sorted order: the key in UTF-8, a NUL byte,
 the array's dtype as NumPy writes it little-endian ('<f8', '<i8', '|b1', '<U87'), a NUL byte, its
@@ -190,6 +192,12 @@ def _cases():
 CASES = _cases()
 
 
+def tolerances():
+    """The cases' fallback_rtol in words: "1e-09 relative; 1e-07 for edge_of_chaos"."""
+    other = [f"{c.fallback_rtol:g} for {c.name}" for c in CASES if c.fallback_rtol != FALLBACK_RTOL]
+    return "; ".join([f"{FALLBACK_RTOL:g} relative", *other])
+
+
 # --- digests and fingerprints -------------------------------------------------------------------
 
 def digest(arrays, keys):
@@ -245,6 +253,43 @@ def fingerprint_errors(a, pinned):
     want = [pinned["norm"]] + pinned["value"]
     return max((abs(m - w) / max(abs(w), floor) if max(abs(w), floor) > 0 else abs(m - w))
                for m, w in zip(mine, want, strict=True))
+
+
+def entry_errors(a, pinned):
+    """How far an answer is from pinned values, entry by entry: the largest |a - pinned| relative to
+    max(|pinned entry|, 1e-3 x the largest pinned |entry|) (`fingerprint_errors`' rule); for
+    integers and booleans 0 when equal, else inf."""
+    a, pinned = np.asarray(a), np.asarray(pinned)
+    if a.shape != pinned.shape:
+        return math.inf
+    if pinned.dtype.kind != "f":
+        return 0.0 if np.array_equal(a, pinned) else math.inf
+    scale = np.maximum(np.abs(pinned), 1e-3 * np.max(np.abs(pinned), initial=0.0))
+    err = np.abs(a - pinned)
+    return float(np.max(np.where(scale > 0, err / np.where(scale > 0, scale, 1.0), err),
+                        initial=0.0))
+
+
+def check_entries(records, values):
+    """One line per case and answer of the records whose entries are not all within the case's
+    fallback_rtol of `values` ({"NAME/KEY": array}, the answers as computed on one machine);
+    answers that `values` lacks are not checked."""
+    problems = []
+    for rec in records:
+        for key, a in rec["arrays"].items():
+            pinned = values.get(f"{rec['name']}/{key}")
+            if pinned is None:
+                continue
+            if key == "buffer_bits":
+                moved = abs(int(a) - int(pinned))
+                problems += [f"{rec['name']}: buffer_bits moved by {moved} bits"] * (
+                    moved > BUFFER_SLACK_BITS)
+                continue
+            err = entry_errors(a, pinned)
+            if err > rec["fallback_rtol"]:
+                problems.append(f"{rec['name']}: {key} differs from the pinned values by "
+                                f"{err:.1e} relative (in some entry)")
+    return problems
 
 
 def products():

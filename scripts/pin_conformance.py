@@ -1,20 +1,31 @@
 """Pin the conformance suite's answers: write refimpl/conformance_pins.json.
 
     python scripts/pin_conformance.py
+    python scripts/pin_conformance.py --values tests/data/conformance_values.npz
 
 Writes the suite into a temporary folder, and pins the sha256 of every input and answer and a
 fingerprint of every answer (`revlearn.conformance.pins_of`). It refuses to change the pinned
 answers of a suite version: a change of any answer is a new version of the suite, so raise
 SUITE_VERSION in refimpl/conformance.py, say in docs/conformance.md what changed and why, and run
 this again.
+
+With --values, it writes instead every entry of every answer (the large case's traces excepted,
+7 MB) as this machine computes them, and what computed them (`conformance.products`): where a
+machine's matrix products round otherwise than the pins', the tests compare every entry with these
+(tests/test_conformance.py).
 """
 
+import argparse
+import io
 import json
 import re
 import sys
 import tempfile
 
-from revlearn import conformance
+import numpy as np
+
+from revlearn import conformance, trace
+from revlearn.atomic import atomic_write_bytes
 
 
 def changed(old, new):
@@ -33,9 +44,26 @@ def changed(old, new):
     return out
 
 
-def main():
+def values_of(records):
+    """{"NAME/KEY": array} of every answer, the large cases' traces excepted, and "products"."""
+    out = {f"{r['name']}/{k}": a for r in records for k, a in r["arrays"].items()
+           if not (r["large"] and k in trace.KEYS)}
+    out["products"] = np.array(json.dumps(conformance.products()))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--values", help="write every answer's entries to this .npz instead")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         records = conformance.write_suite(f"{folder}/suite")
+    if args.values:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **values_of(records))
+        atomic_write_bytes(args.values, buf.getvalue())
+        print(f"wrote {args.values}")
+        return
     new = conformance.pins_of(records)
     if conformance.PINS.exists():
         old = conformance.load_pins()
