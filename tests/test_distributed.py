@@ -42,6 +42,20 @@ def records(folder):
     return json.loads((folder / runner.RESULTS).read_text())["records"]
 
 
+HYPERPARAMETERS = ("alpha", "gamma", "init_scale")
+
+
+def assert_same_run(a, b):
+    """Two finished `revlearn run schedules` folders hold the same run: the records, history.csv
+    and schedules.csv bit for bit, and the same final hyperparameters in results.json."""
+    assert records(a) == records(b)
+    for name in ("history.csv", "schedules.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    learned = [{k: json.loads((f / runner.RESULTS).read_text())["summary"][k]
+                for k in HYPERPARAMETERS} for f in (a, b)]
+    assert learned[0] == learned[1]
+
+
 @pytest.fixture(scope="module")
 def case():
     return revlearn.make_case(small_spec(l2=0.02))
@@ -180,8 +194,7 @@ def test_a_meta_batch_run_killed_mid_way_resumes_bit_for_bit(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert run(["--resume", str(out)]) == 0
     assert run([*argv, "--out", str(whole)]) == 0
-    assert records(out) == records(whole)
-    assert (out / "history.csv").read_bytes() == (whole / "history.csv").read_bytes()
+    assert_same_run(out, whole)
 
 
 # --- the core without dask -----------------------------------------------------------------------
@@ -425,6 +438,13 @@ def serial_runs(tmp_path_factory):
     return base
 
 
+def test_the_comparison_of_runs_tells_two_runs_apart(serial_runs):
+    # the control for the comparisons below: K = 2 and K = 3 differ in their files
+    assert_same_run(serial_runs / "2", serial_runs / "2")
+    with pytest.raises(AssertionError):
+        assert_same_run(serial_runs / "2", serial_runs / "3")
+
+
 @needs_dask
 def test_a_dask_scheduler_and_two_workers_give_the_serial_numbers(scheduler, serial_runs,
                                                                   tmp_path):
@@ -435,8 +455,7 @@ def test_a_dask_scheduler_and_two_workers_give_the_serial_numbers(scheduler, ser
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"dask: {scheduler}, 2 workers, one thread each" in done.stdout
-    assert records(out) == records(serial_runs / "2")
-    assert (out / "history.csv").read_bytes() == (serial_runs / "2" / "history.csv").read_bytes()
+    assert_same_run(out, serial_runs / "2")
 
 
 @needs_dask
@@ -456,7 +475,7 @@ def test_a_worker_killed_mid_task_leaves_the_serial_numbers(scheduler, serial_ru
             doomed.kill()
             doomed.wait()
         log.close()
-    assert records(out) == records(serial_runs / "3")
+    assert_same_run(out, serial_runs / "3")
 
 
 @needs_dask
