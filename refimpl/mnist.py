@@ -22,6 +22,7 @@ FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-label
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
 SIDE = 28
+N_CLASSES = 10
 N_TRAIN = N_VALID = 10_000
 SUBSET = "mnist_subset"
 
@@ -85,7 +86,13 @@ def _read_idx(path, images):
         raise InputError(f"{path} is {len(raw)} bytes but its header announces {dims} "
                          f"({expected} bytes); the file is truncated or damaged")
     data = np.frombuffer(raw, dtype=np.uint8, offset=header)
-    return data.reshape(dims[0], SIDE * SIDE) if images else data.astype(np.int64)
+    if images:
+        return data.reshape(dims[0], SIDE * SIDE)
+    if data.size and data.max() >= N_CLASSES:
+        row = int(np.argmax(data >= N_CLASSES))
+        raise InputError(f"{path} holds label {data[row]} at row {row}; MNIST labels are 0 to "
+                         f"{N_CLASSES - 1}, so the file is damaged")
+    return data.astype(np.int64)
 
 
 def _subset():

@@ -5,6 +5,7 @@ never a traceback; a fuzz test mutates real files byte by byte."""
 import gzip
 import io
 import json
+import re
 import shutil
 import struct
 import tracemalloc
@@ -294,9 +295,7 @@ def test_the_real_files_are_accepted(capsys, files, tmp_path, consumer, no_matpl
     """The control for the tests above: each consumer, given a good file, succeeds."""
     if consumer == "dataset":
         path = tmp_path / "d.npz"
-        rng = np.random.default_rng(0)
-        np.savez(path, X_train=rng.normal(size=(60, 10)), y_train=rng.integers(0, 3, 60),
-                 X_valid=rng.normal(size=(50, 10)), y_valid=rng.integers(0, 3, 50))
+        dataset_file(path)
     elif consumer == "checkpoint":
         shutil.copytree(files["run"], tmp_path / "run")
         path = tmp_path / "run" / "checkpoint.npz"
@@ -320,8 +319,11 @@ def structural_positions(blob):
 
 def mutants(blob, rng, n_flips, n_cuts):
     """(description, bytes): single bytes flipped, half at structural positions, half anywhere;
-    and truncations at random lengths."""
+    as many runs of 2 to 16 random bytes, half of them structural; half as many 16- and 32-bit
+    fields of the zip directory (central directory and end record) set to random values or to
+    0 or all ones; and truncations at random lengths."""
     structural = structural_positions(blob)
+    directory = blob.index(b"PK\x01\x02")
     where = np.concatenate([rng.choice(structural, n_flips // 2),
                             rng.integers(0, len(blob), n_flips - n_flips // 2)])
     for i in where:
@@ -329,30 +331,61 @@ def mutants(blob, rng, n_flips, n_cuts):
         mutant = bytearray(blob)
         mutant[i] ^= flip
         yield f"byte {i} ^= {flip:#04x}", bytes(mutant)
+    starts = np.concatenate([rng.choice(structural, n_flips // 2),
+                             rng.integers(0, len(blob), n_flips - n_flips // 2)])
+    for i in starts:
+        k = int(rng.integers(2, 17))
+        mutant = bytearray(blob)
+        mutant[i:i + k] = rng.integers(0, 256, len(mutant[i:i + k]), dtype=np.uint8).tobytes()
+        yield f"bytes {i}..{i + k - 1} random", bytes(mutant)
+    for i in rng.integers(directory, len(blob) - 4, n_flips // 2):
+        width = int(rng.choice([2, 4]))
+        value = int(rng.choice([0, (1 << 8 * width) - 1, int(rng.integers(0, 1 << 8 * width))]))
+        mutant = bytearray(blob)
+        mutant[i:i + width] = value.to_bytes(width, "little")
+        yield f"directory bytes {i}..{i + width - 1} = {value:#x}", bytes(mutant)
     for n in sorted(rng.integers(0, len(blob), n_cuts)):
         yield f"truncated to {n} bytes", blob[:n]
 
 
+def untimed(text):
+    return re.sub(r"\d+\.\d+ s$", "", text, flags=re.M)
+
+
+def dataset_file(path):
+    """A real .npz data set, as np.savez writes it."""
+    rng = np.random.default_rng(0)
+    np.savez(path, X_train=rng.normal(size=(60, 10)), y_train=rng.integers(0, 3, 60),
+             X_valid=rng.normal(size=(50, 10)), y_valid=rng.integers(0, 3, 50))
+
+
 @pytest.mark.parametrize("consumer, n_flips, n_cuts", [("case file", 160, 40),
                                                         ("answer file", 160, 40),
-                                                        ("checkpoint", 80, 20)])
+                                                        ("checkpoint", 80, 20),
+                                                        ("dataset", 160, 40)])
 def test_fuzz_every_mutant_is_a_clean_error_or_the_right_answer(capsys, files, tmp_path,
                                                                consumer, n_flips, n_cuts,
                                                                no_matplotlib):
     if consumer == "checkpoint":
         shutil.copytree(files["run"], tmp_path / "run")
         path = tmp_path / "run" / "checkpoint.npz"
+    elif consumer == "dataset":
+        path = tmp_path / "mutant.npz"
+        dataset_file(path)
     else:
         path = tmp_path / "mutant.npz"
         path.write_bytes(files["case" if consumer == "case file" else "theirs"].read_bytes())
     original = path.read_bytes()
     argv = command(consumer, files, path, tmp_path)
+    written = tmp_path / "out.npz"  # what the dataset's consumer (revlearn oracle) writes
     want = run_cli(capsys, argv)
     assert want[0] == 0 and want[2] == ""
+    answer = written.read_bytes() if consumer == "dataset" else None
     results = path.parent / "results.json"
     counts = {0: 0, 2: 0}
     for what, blob in mutants(original, np.random.default_rng(2024), n_flips, n_cuts):
         path.write_bytes(blob)
+        written.unlink(missing_ok=True)
         before = results.read_bytes() if consumer == "checkpoint" else None
         code, out, err = run_cli(capsys, argv)
         assert code in (0, 2), f"{what}: exit {code}\n{out}{err}"
@@ -360,10 +393,15 @@ def test_fuzz_every_mutant_is_a_clean_error_or_the_right_answer(capsys, files, t
         if code == 2:
             assert_one_line_error(code, out, err, argv)
             assert out == "", f"{what}: printed before refusing\n{out}"
+            assert not written.exists(), f"{what}: a case file written before refusing"
             if before is not None:
                 assert results.read_bytes() == before, f"{what}: results.json rewritten"
         elif consumer == "checkpoint":  # the same finished run, re-plotted
             assert json.loads(results.read_text())["records"] == json.loads(before)["records"]
+        elif answer is not None:  # the same case file (the message says how long it took)
+            assert written.read_bytes() == answer, f"{what}: another case file"
+            assert untimed(out) == untimed(want[1]) and err == "", f"{what}\n{out}"
         else:
             assert (out, err) == (want[1], want[2]), f"{what}: another answer\n{out}"
-    assert counts[2] > 0.5 * (n_flips + n_cuts), counts  # most mutants are caught
+    total = sum(counts.values())
+    assert counts[2] > 0.5 * total, counts  # most mutants are caught

@@ -2,9 +2,9 @@
 (`examples/jax_crosscheck.py`: a jit-compiled lax.scan in float64, momentum and Adam, traces
 included), and `revlearn check` holds every answer to 1e-6 relative.
 
-Skipped where jax is not installed (`pip install -e '.[crosscheck]'`; CI installs it). Measured with JAX 0.10.2
-(CPU) on suite version 2: largest relative error 9.2e-9 (edge_of_chaos), 2.8e-12 or less on the
-Adam cases.
+Skipped where jax is not installed (`pip install -e '.[crosscheck]'`; CI installs it).
+Measured with JAX 0.10.2 (CPU) on suite version 2: largest relative error 9.2e-9
+(edge_of_chaos), 2.8e-12 or less on the Adam cases.
 """
 
 import subprocess

@@ -1,6 +1,7 @@
 """The MNIST IDX reader and the embedded subset."""
 
 import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,63 @@ def test_embedded_subset_equals_the_canonical_images():
     assert np.array_equal(X_test * 255, full.test_images[::2])
     assert np.array_equal(y_test, full.test_labels[::2])
     assert len(full.train_images) == 60_000 and len(full.test_images) == 10_000
+
+
+def test_a_label_outside_0_to_9_is_refused(tmp_path):
+    # one flipped byte of a plain labels file gave label 216: refused, not an IndexError later
+    folder = fake_mnist(tmp_path, compress=False)
+    path = folder / "t10k-labels-idx1-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[9] = 216
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="holds label 216 at row 1; MNIST labels are 0 to 9"):
+        mnist.load_mnist(folder)
+
+
+def byte_mutants(blob, rng, n):
+    """(description, bytes): n single bytes flipped, n runs of 2 to 16 random bytes (half of each
+    in the first 32 bytes, where gzip and IDX keep their headers), n truncations."""
+    def where():
+        return np.concatenate([rng.integers(0, min(32, len(blob)), n // 2),
+                               rng.integers(0, len(blob), n - n // 2)])
+    for i in where():
+        flip = int(rng.integers(1, 256))
+        mutant = bytearray(blob)
+        mutant[i] ^= flip
+        yield f"byte {i} ^= {flip:#04x}", bytes(mutant)
+    for i in where():
+        k = int(rng.integers(2, 17))
+        mutant = bytearray(blob)
+        mutant[i:i + k] = rng.integers(0, 256, len(mutant[i:i + k]), dtype=np.uint8).tobytes()
+        yield f"bytes {i}..{i + k - 1} random", bytes(mutant)
+    for k in sorted(rng.integers(0, len(blob), n)):
+        yield f"truncated to {k} bytes", blob[:k]
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_fuzz_every_damaged_idx_file_is_a_clean_error_or_the_same_arrays(tmp_path, compress):
+    # gzip's CRC catches a changed pixel; in a plain IDX file one is undetectable, so there only
+    # the headers (16 bytes for images, 8 for labels) and the lengths are fuzzed
+    (tmp_path / "good").mkdir()
+    good = fake_mnist(tmp_path / "good", n_train=20, n_test=10, compress=compress)
+    want = mnist.load_mnist(good)
+    rng, counts = np.random.default_rng(11), {"refused": 0, "same": 0}
+    for name in sorted(p.name for p in good.iterdir()):
+        blob = (good / name).read_bytes()
+        head = 16 if "images" in name else 8
+        for what, mutant in byte_mutants(blob if compress else blob[:head], rng, 30):
+            if not compress:
+                mutant += blob[head:] if len(mutant) == head else b""
+            folder = tmp_path / "mutant"
+            shutil.copytree(good, folder, dirs_exist_ok=True)
+            (folder / name).write_bytes(mutant)
+            try:
+                got = mnist.load_mnist(folder)
+            except InputError as e:
+                assert "\n" not in str(e) and str(folder) in str(e), f"{name} {what}: {e}"
+                counts["refused"] += 1
+                continue
+            assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), \
+                f"{name} {what}: other arrays"
+            counts["same"] += 1
+    assert counts["refused"] > 0.5 * sum(counts.values()), counts

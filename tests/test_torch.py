@@ -3,10 +3,11 @@
 torch.optim.Adam's update written out, first checked against torch.optim.Adam itself), and
 `revlearn check` holds every answer to 1e-6 relative (oracle.compare's rule).
 
-Skipped where torch is not installed (`pip install -e '.[crosscheck]'`; CI installs it). Measured with torch
-2.13.0 (CPU): largest relative error 8.3e-9 on mnist_relu_adam_weight_l2 (torch's beta2 and
-epsilon), 3.7e-13 on synthetic_tanh_adam_schedules_dX, 1.1e-11 or less on the momentum cases;
-the written-out update differs from torch.optim.Adam's by 5.5e-16 of the largest weight.
+Skipped where torch is not installed (`pip install -e '.[crosscheck]'`; CI installs it).
+Measured with torch 2.13.0 (CPU): largest relative error 8.3e-9 on mnist_relu_adam_weight_l2
+(torch's beta2 and epsilon), 3.7e-13 on synthetic_tanh_adam_schedules_dX, 1.1e-11 or less on
+the momentum cases; the written-out update differs from torch.optim.Adam's by 5.5e-16 of the
+largest weight.
 """
 
 import subprocess
