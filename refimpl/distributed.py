@@ -140,7 +140,7 @@ def connect(address="local"):
         raise InputError("dask.distributed is not installed; `pip install 'revlearn[dask]'`") \
             from None
     if address == "local":
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack, _quiet_cancel_race():
             with _sigint_ignored():  # inherited by the worker processes: Ctrl-C reaches this one
                 client = stack.enter_context(local_client(available_cores()))
             yield client
@@ -151,8 +151,29 @@ def connect(address="local"):
         raise InputError(f"no dask scheduler answers at {address} ({e}); start one with `dask "
                          "scheduler` and workers with `dask worker ADDRESS`, then give its "
                          "address") from None
-    with client:
+    with client, _quiet_cancel_race():
         yield client
+
+
+class CancelRace(logging.Filter):
+    """Drops one log record: dask's `sync` answers Ctrl-C by scheduling the cancel of a future
+    it may not have made yet, and when it has not, tornado logs that callback's NameError with
+    its traceback. Harmless (the run stops as asked), and seen on a loaded machine."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, NameError) and "sync.<locals>.cancel" in record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_cancel_race():
+    logger = logging.getLogger("tornado.application")
+    race = CancelRace()
+    logger.addFilter(race)
+    try:
+        yield
+    finally:
+        logger.removeFilter(race)
 
 
 @contextlib.contextmanager

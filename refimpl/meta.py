@@ -300,17 +300,23 @@ def init(case, config):
     return MetaState(0, theta, zeros, {k: v.copy() for k, v in zeros.items()})
 
 
+def draw(case, key):
+    """The case's unit initial noise eps and batches drawn afresh from default_rng(key): a new
+    draw of everything random in a training run, its hyperparameters and data unchanged."""
+    rng = np.random.default_rng(key)
+    T, B = case.batches.shape
+    return dict(eps=rng.standard_normal(case.P),
+                batches=sample_batches(len(case.X_train), T, B, rng))
+
+
 def case_at(case, state, config, k=0):
     """The Case member k of meta-iteration state.i trains: learned hyperparameters from theta,
-    fresh eps and batches from default_rng([seed, i, k]) in a meta-batch of K > 1, else from
-    default_rng([seed, i]) when asked, and the objective's evaluation set."""
+    fresh eps and batches (`draw`) from default_rng([seed, i, k]) in a meta-batch of K > 1, else
+    from default_rng([seed, i]) when asked, and the objective's evaluation set."""
     changes = state.hyper(case.T)
     if config.fresh_seed or config.meta_batch > 1:
         key = [config.seed, state.i] if config.meta_batch == 1 else [config.seed, state.i, k]
-        rng = np.random.default_rng(key)
-        T, B = case.batches.shape
-        changes["eps"] = rng.standard_normal(case.P)
-        changes["batches"] = sample_batches(len(case.X_train), T, B, rng)
+        changes.update(draw(case, key))
     X_train = changes.get("X_train", case.X_train)
     if config.objective == "train":
         changes.update(X_valid=X_train, y_valid=case.y_train)

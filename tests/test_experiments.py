@@ -142,6 +142,15 @@ def test_sigkill_mid_run_loses_at_most_one_meta_iteration(tmp_path):
     (["--mnist", "/nonexistent/mnist"], "--mnist /nonexistent/mnist: no such folder"),
     (["--optimizer", "sgd"], "--optimizer 'sgd': use one of momentum, adam"),
     (["l2", "--optimizer", "adam"], "--optimizer adam: only the schedules experiment trains with"),
+    (["--fresh-draws", "-1"], "--fresh-draws '-1': give an integer >= 0"),
+    (["--fresh-draws", "abc"], "--fresh-draws 'abc': give an integer >= 0"),
+    (["chaos", "--fresh-draws", "3"], "--fresh-draws: the chaos experiment is not scored on"),
+    (["--knots", "0"], "--knots '0': give an integer >= 1"),
+    (["--knots", "four"], "--knots 'four': give an integer >= 1"),
+    (["--knots", "101"], "knots = 101; a schedule of T = 100 steps takes at most 100 knots"),
+    (["l2", "--knots", "4"], "--knots: only the schedules experiment learns schedules"),
+    (["data", "--one-draw"], "--one-draw: only the schedules experiment learns schedules"),
+    (["--one-draw", "--paper"], "--one-draw and --paper contradict each other"),
 ])
 def test_bad_flags_give_one_line_and_exit_2_before_writing(argv, message, tmp_path, capsys):
     out = tmp_path / "never"
@@ -243,8 +252,8 @@ def rewrite_checkpoint(folder, meta_changes=None, array_changes=None, job=None):
 @pytest.mark.parametrize("change, message", [
     (dict(job=False), "lacks the run's description"),
     (dict(job="{not json"), "the run's description is not valid JSON"),
-    (dict(job="[1, 2]"), "checkpoint format None is not 3"),
-    (dict(meta_changes={"format": 1}), "checkpoint format 1 is not 3; it was written by another"),
+    (dict(job="[1, 2]"), "checkpoint format None is not one of 2, 3, 4"),
+    (dict(meta_changes={"format": 1}), "checkpoint format 1 is not one of 2, 3, 4; it was written"),
     (dict(meta_changes={"options.meta_batch": 0}), "option meta_batch is 0, not a valid value"),
     (dict(meta_changes={"options.meta_step_decay": -1.0}),
      "option meta_step_decay is -1.0, not a valid value"),
@@ -308,8 +317,8 @@ def test_schedules_with_adam_learns_alpha_and_both_betas_and_resumes_bit_for_bit
     whole, part = tmp_path / "whole", tmp_path / "part"
     code, printed, _ = run(["schedules", "--small", "--optimizer", "adam", "--out", str(whole)],
                            capsys)
-    assert code == 0 and "trained with Adam; learning 296 hyperparameters (alpha, beta1, beta2" \
-        in printed
+    assert code == 0 and ("trained with Adam; learning 104 hyperparameters (alpha, beta1, beta2 "
+                          "on 4 knots per group") in printed
     doc = results(whole)
     assert doc["options"]["optimizer"] == "adam" and doc["summary"]["optimizer"] == "adam"
     objective = [r["meta_objective"] for r in doc["records"]]
@@ -355,3 +364,68 @@ def test_the_evaluation_holds_the_blas_to_one_thread(monkeypatch):
     with threadpoolctl.threadpool_limits(2, user_api="blas"):  # free to use two, as by default
         common.losses(type("C", (), {"layout": None, "activation": "tanh"})(), None, None, None)
     assert seen and set(seen[0].values()) == {1}
+
+
+# --- tuning for fresh draws (the schedules preset's default) ------------------------------------
+
+def test_the_default_draws_afresh_every_meta_iteration_and_scores_on_draws_none_used(
+        tmp_path, capsys, no_matplotlib):
+    out = tmp_path / "run"
+    code, printed, _ = run(["--small", "--out", str(out)], capsys)
+    assert code == 0 and "on 4 knots per group" in printed and "a fresh draw" in printed
+    assert "test loss on 5 fresh draws" in printed
+    doc = results(out)
+    fresh = doc["summary"]["fresh_draws"]
+    assert fresh["draws"] == 5 and len(fresh["initial"]) == len(fresh["learned"]) == 5
+    assert np.mean(fresh["learned"]) < np.mean(fresh["initial"])
+    # the draws that score the run are none of those that tuned it, nor the fixed draw
+    job = PRESETS["schedules"].Job(doc["options"])
+    config, base = job.config, job.case
+    assert config.fresh_seed and config.knots == 4
+    state = meta.init(base, config)
+    tuned = [meta.case_at(base, meta.MetaState(i, state.theta, state.m, state.s), config).eps
+             for i in range(doc["options"]["meta_iters"] + 1)] + [base.eps]
+    scored = [meta.draw(base, [config.seed, common.FRESH_STREAM, d])["eps"] for d in range(5)]
+    assert len({e.tobytes() for e in tuned + scored}) == len(tuned) + len(scored)
+    # the scores are the learned hyperparameters trained on exactly those draws
+    learned = job.fresh_draw_losses(meta.case_at(base, job.state_from_arrays(checkpoint(out)),
+                                                 config))
+    assert learned == fresh["learned"]
+
+
+def test_fresh_draws_zero_skips_the_scoring_and_one_draw_is_the_old_protocol(tmp_path, capsys,
+                                                                             no_matplotlib):
+    out = tmp_path / "one"
+    code, printed, _ = run(["--small", "--one-draw", "--knots", "12", "--fresh-draws", "0",
+                            "--out", str(out)], capsys)
+    assert code == 0 and "fresh draws" not in printed.split("writing to")[1]
+    assert "(alpha, gamma per step and group, init scales)" in printed
+    assert "one fixed draw of initial noise and batches" in printed
+    doc = results(out)
+    assert doc["summary"]["fresh_draws"] == {}
+    job = PRESETS["schedules"].Job(doc["options"])
+    assert not job.config.fresh_seed and job.config.knots is None
+
+
+def test_the_new_default_resumes_bit_for_bit(tmp_path, no_matplotlib):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run(["--small", "--meta-iters", "5", "--out", str(whole)]) == 0
+    assert run(["--small", "--meta-iters", "2", "--out", str(part)]) == 0
+    assert run(["--resume", str(part), "--meta-iters", "5"]) == 0
+    assert results(part)["records"] == results(whole)["records"]
+    assert results(part)["summary"] == results(whole)["summary"]
+    for name in ("history.csv", "schedules.csv"):
+        assert (part / name).read_bytes() == (whole / name).read_bytes()
+
+
+def test_a_format_3_schedules_checkpoint_resumes_as_its_protocol(tmp_path, no_matplotlib):
+    # before fresh draws and knots, a schedules run tuned on one draw, per step: so it resumes
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    old = ["--small", "--one-draw", "--knots", "12"]
+    assert run([*old, "--meta-iters", "3", "--out", str(whole)]) == 0
+    assert run([*old, "--meta-iters", "2", "--out", str(part)]) == 0
+    rewrite_checkpoint(part, {"format": 3, "options.draws": None, "options.knots": None,
+                              "options.fresh_draws": None})
+    assert run(["--resume", str(part), "--meta-iters", "3"]) == 0
+    assert results(part)["records"] == results(whole)["records"]
+    assert results(part)["options"]["draws"] == "one"

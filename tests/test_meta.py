@@ -231,3 +231,76 @@ def test_learning_another_optimizers_hyperparameters_is_refused(case, adam_case)
     with pytest.raises(revlearn.InputError, match="beta1, epsilon, which a case trained with "
                                                   "momentum"):
         meta.init(case, MetaConfig(learn=("beta1", "epsilon")))
+
+
+# --- schedules on knots --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_the_knots_chain_rule_matches_finite_differences_of_training_runs(case, k):
+    # d f / d theta on k knots per group: the per-step hypergradient through the interpolation
+    config = MetaConfig(learn=("alpha", "gamma"), knots=k)
+    state = meta.init(case, config)
+    assert state.theta["alpha"].shape == state.theta["gamma"].shape == (k, case.G)
+    _, step = meta.step(case, state, config)
+    check_grad(lambda t: objective(case, state, config, "alpha", t), state.theta["alpha"],
+               step.grad["alpha"], directions=2, coords=[(0, 0), (k - 1, case.G - 1)],
+               rtol=RTOL, name=f"theta[alpha] on {k} knots")
+    # gamma is quantised by the Case (finite differences see its lattice): the same transpose
+    # of the interpolation, applied to the logit's chain (checked above) at every step
+    knots = meta.Knots(case.T, k)
+    full = knots.expand(state.theta["gamma"])
+    per_step = meta.LOGIT.chain(full, meta.LOGIT.forward(full), step.result.d_gamma)
+    assert np.array_equal(step.grad["gamma"], knots.chain(per_step))
+
+
+def test_a_wrong_knots_chain_rule_is_caught(case):
+    # negative control: the knot values' gradient taken as the per-step one at the knots' steps
+    config = MetaConfig(learn=("alpha",), knots=3)
+    state = meta.init(case, config)
+    _, step = meta.step(case, state, config)
+    per_step = step.result.d_alpha * state.hyper(case.T)["alpha"]
+    wrong = per_step[[0, case.T // 2, case.T - 1]]
+    with pytest.raises(revlearn.GradientCheckError):
+        check_grad(lambda t: objective(case, state, config, "alpha", t), state.theta["alpha"],
+                   wrong, directions=1, rtol=RTOL, name="theta[alpha]")
+
+
+def test_knots_interpolate_linearly_between_evenly_spaced_steps():
+    knots = meta.Knots(T=7, k=4)  # knots at steps 0, 2, 4, 6
+    theta = np.array([[0.0], [2.0], [-2.0], [4.0]])
+    assert np.array_equal(knots.expand(theta)[:, 0], [0.0, 1.0, 2.0, 0.0, -2.0, 1.0, 4.0])
+    values = np.linspace(0, 1, 7)[:, None] ** 2
+    assert np.allclose(knots.expand(knots.fit(values))[[0, 2, 4, 6]], values[[0, 2, 4, 6]])
+    assert np.array_equal(meta.Knots(T=5, k=1).expand(np.array([[3.0, 1.0]])),
+                          np.tile([[3.0, 1.0]], (5, 1)))
+    rng = np.random.default_rng(0)  # chain is expand's transpose: <d, E theta> = <E^T d, theta>
+    for T, k in ((7, 4), (10, 3), (5, 1), (9, 9)):
+        kn, theta, d = meta.Knots(T, k), rng.normal(size=(k, 2)), rng.normal(size=(T, 2))
+        assert np.isclose(np.sum(d * kn.expand(theta)), np.sum(kn.chain(d) * theta), rtol=1e-13)
+
+
+def test_per_step_knots_are_the_per_step_run_bit_for_bit(case):
+    # knots = T is one value per step: the same meta-steps, bit for bit, as without knots
+    runs = []
+    for knots in (None, case.T):
+        config = MetaConfig(learn=("alpha", "gamma", "init_scale"), knots=knots)
+        state = meta.init(case, config)
+        for _ in range(2):
+            state, _ = meta.step(case, state, config)
+        runs.append(state)
+    for name in runs[0].theta:
+        assert np.array_equal(runs[0].theta[name], runs[1].theta[name]), name
+
+
+@pytest.mark.parametrize("knots, message", [
+    (0, r"knots = 0; use an integer >= 1"), (2.5, r"knots = 2.5; use an integer >= 1"),
+    (True, r"knots = True; use an integer >= 1")])
+def test_bad_knots_are_refused(knots, message):
+    with pytest.raises(revlearn.InputError, match=message):
+        MetaConfig(knots=knots)
+
+
+def test_more_knots_than_steps_are_refused(case):
+    with pytest.raises(revlearn.InputError, match=r"knots = 25; a schedule of T = 24 steps takes "
+                                                   r"at most 24 knots"):
+        meta.init(case, MetaConfig(knots=25))

@@ -64,6 +64,18 @@ def add_parser(subparsers):
     p.add_argument("--meta-step-decay", metavar="TAU",
                    help="divide the meta step by 1 + i / TAU at meta-iteration i (default: a "
                    "constant meta step)")
+    p.add_argument("--knots", metavar="K",
+                   help="schedules: learn each step-size and momentum schedule as K values per "
+                   "group, piecewise linear between them (default 4; the number of training "
+                   "steps for one value per step, as --paper does)")
+    p.add_argument("--one-draw", action="store_true",
+                   help="schedules: tune on one fixed draw of initial noise and batches (the "
+                   "hyperparameters then fit that draw) instead of a fresh draw every "
+                   "meta-iteration")
+    p.add_argument("--fresh-draws", metavar="N",
+                   help="at the end, train the initial and the learned hyperparameters on N draws "
+                   "of initial noise and batches that no tuning used, and report their test loss "
+                   "(default 5; 0 skips)")
     p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
                    help="compute a meta-batch (or the chaos sweep's step sizes) on a dask "
                    "cluster: alone, a local one with one single-threaded worker process per "
@@ -75,6 +87,8 @@ def add_parser(subparsers):
 
 MAX_META_ITERS = 1_000_000
 MAX_META_BATCH = 10_000
+MAX_FRESH_DRAWS = 10_000
+MAX_KNOTS = 100_000  # and at most the number of training steps (checked by the preset)
 ADDRESS = re.compile(r"[a-z][a-z0-9+.-]*://\S+|[^\s/:]+:\d+")
 
 
@@ -135,11 +149,13 @@ def _options(args):
                  ("--small", args.small), ("--mnist", args.mnist), ("--out", args.out),
                  ("--optimizer", args.optimizer != "momentum"),
                  ("--meta-batch", args.meta_batch is not None),
-                 ("--meta-step-decay", args.meta_step_decay is not None)) if v]
+                 ("--meta-step-decay", args.meta_step_decay is not None),
+                 ("--knots", args.knots is not None), ("--one-draw", args.one_draw)) if v]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change on --resume: the checkpoint "
-                             "fixes them (--meta-iters may extend a run; --backend, --threads "
-                             "and --dask may change, they never change the results)")
+                             "fixes them (--meta-iters may extend a run, --fresh-draws change "
+                             "the final report; --backend, --threads and --dask may change, they "
+                             "never change the results)")
         options, arrays, records, provenance = runner.read_checkpoint(args.resume)
         if options["meta_iters"] > MAX_META_ITERS:
             raise InputError(f"--resume {args.resume}: its checkpoint asks for "
@@ -160,6 +176,8 @@ def _options(args):
         if args.meta_iters is not None:
             options["meta_iters"] = _int("--meta-iters", args.meta_iters, len(records),
                                          MAX_META_ITERS)
+        if args.fresh_draws is not None:
+            options["fresh_draws"] = _int("--fresh-draws", args.fresh_draws, 0, MAX_FRESH_DRAWS)
         return options, Path(args.resume), arrays, records, warning
     name = args.name or DEFAULT_PRESET
     if name not in PRESETS:
@@ -186,6 +204,22 @@ def _options(args):
                          "--dask alone computes its step sizes on a cluster")
     if name == "chaos" and options["meta_step_decay"] is not None:
         raise InputError("--meta-step-decay: the chaos sweep takes no meta-steps")
+    for flag, given in (("--knots", args.knots is not None), ("--one-draw", args.one_draw)):
+        if given and name != "schedules":
+            raise InputError(f"{flag}: only the schedules experiment learns schedules; {name!r} "
+                             "tunes on one draw")
+    if args.one_draw and args.paper:
+        raise InputError("--one-draw and --paper contradict each other: the paper draws afresh "
+                         "every meta-iteration")
+    options["draws"] = None if name != "schedules" else ("one" if args.one_draw else "fresh")
+    options["knots"] = None if name != "schedules" else (
+        PRESETS[name].default_knots(options) if args.knots is None
+        else _int("--knots", args.knots, 1, MAX_KNOTS))
+    options["fresh_draws"] = (5 if args.fresh_draws is None
+                              else _int("--fresh-draws", args.fresh_draws, 0, MAX_FRESH_DRAWS))
+    if name in ("chaos", "omniglot") and args.fresh_draws is not None:
+        raise InputError(f"--fresh-draws: the {name} experiment is not scored on fresh draws; "
+                         "schedules, l2 and data are")
     out = Path(args.out or f"revlearn-runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     _check_out(out)
     return options, out, None, [], None

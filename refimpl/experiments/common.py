@@ -5,10 +5,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import blas, meta, mnist
-from ..errors import InputError
+from ..errors import InputError, TrainingError
 from ..sgd import get_backend
 from ..threads import Workers
 from . import runner
+
+FRESH_STREAM = 2**32 - 2  # the draws that score a run: default_rng([seed, FRESH_STREAM, d])
 
 OBJECTIVE_NAMES = {"valid": "validation", "train": "training"}
 
@@ -53,8 +55,9 @@ def check_mnist_dir(options):
 class MetaJob:
     """A Job whose steps are meta-iterations of `revlearn.meta` on one base case.
 
-    Subclasses set self.case, self.config, self.n_steps, self.X_test, self.y_test in __init__,
-    and may extend `record` and `progress`.
+    Subclasses set self.case, self.config, self.n_steps, self.X_test, self.y_test and
+    self.fresh_draws (how many draws score the run at the end) in __init__, and may extend
+    `record` and `progress`.
     """
 
     unit = "meta-iteration"
@@ -106,6 +109,48 @@ class MetaJob:
         case_i = meta.case_at(self.case, state, self.config)
         trained = train(case_i, backend=self.config.backend, threads=self.config.threads)
         return case_i, trained, self.evaluate(case_i, trained.w_final)
+
+    def fresh_draw_losses(self, case):
+        """The test loss of case's hyperparameters trained on self.fresh_draws draws of initial
+        noise and batches that no meta-iteration uses (`meta.draw` from default_rng([seed,
+        FRESH_STREAM, d]), d = 0, 1, ...), in plain float64 as a user retrains; nan where a
+        training run diverges."""
+        from ..sgd import train
+        out = []
+        for d in range(self.fresh_draws):
+            c = case.replace(**meta.draw(case, [self.config.seed, FRESH_STREAM, d]))
+            try:
+                w = train(c, exact=False, backend=self.config.backend,
+                          threads=self.config.threads).w_final
+            except TrainingError:
+                out.append(float("nan"))
+                continue
+            out.append(losses(c, w, self.X_test, self.y_test, self.config.threads,
+                              self.config.backend)[0])
+        return out
+
+    def fresh_draws_report(self, case_f):
+        """({"draws", "initial", "learned"}, a table line): the test losses of the base case's
+        hyperparameters and the learned ones (case_f's) on the same fresh draws; ({}, "") when
+        no fresh draws are asked for."""
+        if not self.fresh_draws:
+            return {}, ""
+        scores = {"initial": self.fresh_draw_losses(self.case),
+                  "learned": self.fresh_draw_losses(case_f)}
+        lines = [f"test loss on {self.fresh_draws} fresh draws (initial noise and batches that no "
+                 "tuning used; plain float64 training), mean +- sd:"]
+        lines += [f"  {label:26s} {spread(scores[k])}" for k, label in
+                  (("initial", "initial hyperparameters"), ("learned", "learned"))]
+        return {"draws": self.fresh_draws, **scores}, "\n".join(lines)
+
+
+def spread(values):
+    """'mean +- sd' of the finite values (sd 0 for one), and how many diverged (nan)."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    text = "diverged" if not len(ok) else (
+        f"{ok.mean():.4f}" + (f" +- {ok.std(ddof=1):.4f}" if len(ok) > 1 else ""))
+    return text + (f" ({len(v) - len(ok)} of {len(v)} diverged)" if len(ok) < len(v) else "")
 
 
 def loss_table(rows, test_name):

@@ -47,7 +47,7 @@ class Job(common.MetaJob):
                                       threads=options.get("threads"),
                                       meta_batch=options["meta_batch"],
                                       step_decay=options["meta_step_decay"])
-        self.n_steps = options["meta_iters"]
+        self.n_steps, self.fresh_draws = options["meta_iters"], options["fresh_draws"]
         self.headline = (f"784-10 logistic regression trained on 10 learned images (one per "
                          f"class, from blank), T = {steps} full-batch steps; 7840 pixels learned "
                          f"with Adam on the validation loss ({len(Xv)} MNIST images)")
@@ -63,6 +63,8 @@ class Job(common.MetaJob):
                                   self.test_name)
         table += (f"\n(train = loss on the 10 learned images; pixel range of the learned images "
                   f"{images.min():.2f} to {images.max():.2f})")
+        summary["fresh_draws"], line = self.fresh_draws_report(case_f)
+        table += "\n" + line if line else ""
         keys = ["i", "train_loss", "valid_loss", "test_loss", "test_error", "grad_norm"]
         common.write_history(out / "history.csv", records, keys)
         runner.write_csv(out / "images.csv", ["class"] + [f"pixel_{p}" for p in range(784)],

@@ -52,7 +52,7 @@ class Job(common.MetaJob):
                                       threads=options.get("threads"),
                                       meta_batch=options["meta_batch"],
                                       step_decay=options["meta_step_decay"])
-        self.n_steps = options["meta_iters"]
+        self.n_steps, self.fresh_draws = options["meta_iters"], options["fresh_draws"]
         self.headline = (f"784-10 logistic regression, {len(X)} MNIST training images, "
                          f"T = {steps}, batch {batch}; learning {lay.sizes[0]} L2 penalties "
                          f"(one per weight; biases unpenalised) with {s['optimizer']} on the "
@@ -70,6 +70,8 @@ class Job(common.MetaJob):
                                   self.test_name)
         lo, mid, hi = np.percentile(lam_W, [5, 50, 95])
         table += f"\nlearned lam: median {mid:.3g}, 5-95 % {lo:.3g}-{hi:.3g} (from {LAM0:.3g})"
+        summary["fresh_draws"], line = self.fresh_draws_report(case_f)
+        table += "\n" + line if line else ""
         keys = ["i", "train_loss", "valid_loss", "test_loss", "test_error", "grad_norm"]
         common.write_history(out / "history.csv", records, keys)
         runner.write_csv(out / "penalties.csv", ["pixel"] + [f"lam_class_{k}" for k in range(10)],

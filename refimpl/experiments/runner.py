@@ -30,9 +30,13 @@ from ..npzfile import read_npz
 
 CHECKPOINT = "checkpoint.npz"
 RESULTS = "results.json"
-FORMAT = 3  # 2: the answers of revlearn 0.2 (chunks of rows, own tanh), threads and provenance;
+FORMAT = 4  # 2: the answers of revlearn 0.2 (chunks of rows, own tanh), threads and provenance;
 #             3: the options meta_batch and meta_step_decay (a format-2 checkpoint reads as
-#                meta_batch 1, meta_step_decay None)
+#                meta_batch 1, meta_step_decay None);
+#             4: the options draws, knots and fresh_draws (an older schedules checkpoint reads
+#                as its protocol was: one draw, or fresh ones with --paper; one value per step;
+#                and is scored on 5 fresh draws at the end)
+READS = (2, 3, FORMAT)  # the checkpoint formats --resume reads
 
 
 def write_json(path, obj):
@@ -70,7 +74,9 @@ class Checkpoint(NamedTuple):
 OPTION_TYPES = {"preset": (str,), "seed": (int,), "backend": (str,), "threads": (int, type(None)),
                 "paper": (bool,), "small": (bool,), "mnist_dir": (str, type(None)),
                 "meta_iters": (int,), "optimizer": (str,), "meta_batch": (int,),
-                "meta_step_decay": (float, type(None))}
+                "meta_step_decay": (float, type(None)), "draws": (str, type(None)),
+                "knots": (int, type(None)), "fresh_draws": (int,)}
+DRAWS = ("fresh", "one")  # the schedules preset's tuning draws: a new one every meta-iteration
 
 
 def read_checkpoint(out):
@@ -97,15 +103,20 @@ def read_checkpoint(out):
         meta = json.loads(str(job))
     except (ValueError, RecursionError):
         raise InputError(f"{where}: the run's description is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") not in (2, FORMAT):
+    if not isinstance(meta, dict) or meta.get("format") not in READS:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise InputError(f"{where}: checkpoint format {found} is not {FORMAT}; it was written by "
-                         "another revlearn version")
+        raise InputError(f"{where}: checkpoint format {found} is not one of "
+                         f"{', '.join(map(str, READS))}; it was written by another revlearn "
+                         "version")
     options, records, provenance = meta.get("options"), meta.get("records"), meta.get("provenance")
     if meta["format"] == 2 and isinstance(options, dict) and "meta_batch" not in options:
         options.update(meta_batch=1, meta_step_decay=None)  # one hypergradient, constant step
     if isinstance(options, dict):
         options.setdefault("optimizer", "momentum")  # checkpoints written before Adam
+        if meta["format"] < 4:  # the protocol before fresh draws were the default
+            schedules = options.get("preset") == "schedules"
+            options.update(draws=("fresh" if options.get("paper") else "one") if schedules
+                           else None, knots=None, fresh_draws=5)
     _check_options(options, where)
     _check_records(records, options, where)
     if provenance is not None and not isinstance(provenance, dict):
@@ -118,10 +129,11 @@ def _check_options(options, where):
         raise InputError(f"{where}: the run's options are not {', '.join(OPTION_TYPES)}")
     for key, types in OPTION_TYPES.items():
         value = options[key]
-        minimum = 1 if key in ("meta_iters", "threads", "meta_batch") else 0
+        minimum = 1 if key in ("meta_iters", "threads", "meta_batch", "knots") else 0
         if type(value) not in types or (isinstance(value, int) and not isinstance(value, bool)
                                         and value < minimum) or (type(value) is float and not (
-                                            math.isfinite(value) and value > 0)):
+                                            math.isfinite(value) and value > 0)) or (
+                key == "draws" and value not in (None, *DRAWS)):
             raise InputError(f"{where}: option {key} is {value!r}, not a valid value")
 
 

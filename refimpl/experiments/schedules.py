@@ -33,9 +33,9 @@ DESCRIPTION = "learn step-size and momentum schedules and init scales (paper Fig
 SIZES = (784, 50, 50, 50, 10)
 T, B, N_TRAIN, N_VALID, N_TEST = 100, 200, 10_000, 10_000, 10_000
 SMALL = dict(T=12, B=50, n_train=400, n_valid=400, n_test=400, meta_iters=4)
-DEFAULT = dict(alpha=1.0, gamma=0.9, init_scale=0.1, objective="valid", fresh_seed=False,
-               meta_iters=30)
-PAPER = dict(DEFAULT, objective="train", fresh_seed=True, meta_iters=50)
+DEFAULT = dict(alpha=1.0, gamma=0.9, init_scale=0.1, objective="valid", meta_iters=30)
+PAPER = dict(DEFAULT, objective="train", meta_iters=50)
+KNOTS = 4  # values per group of each learned schedule, by default
 PAPER_BO_START = dict(alpha=float(np.exp(0.887)), gamma=float(1 / (1 + np.exp(-0.403))),
                       init_scale=float(np.exp(-1.63)))
 META_STEP = 0.04
@@ -48,6 +48,12 @@ YLABELS = {"alpha": "step size alpha_t", "gamma": "momentum gamma_t",
 
 def default_meta_iters(options):
     return (SMALL if options["small"] else PAPER if options["paper"] else DEFAULT)["meta_iters"]
+
+
+def default_knots(options):
+    """Values per group of each learned schedule: KNOTS, or one per step as the paper's."""
+    steps = SMALL["T"] if options["small"] else T
+    return steps if options["paper"] else min(KNOTS, steps)
 
 
 class Job(common.MetaJob):
@@ -74,21 +80,27 @@ class Job(common.MetaJob):
                          y_valid=yv, batches=sample_batches(len(X), steps, batch, rng),
                          eps=rng.standard_normal(lay.P), alpha=full(alpha), **own,
                          init_scale=np.full(lay.G, s["init_scale"]), l2=np.zeros(lay.G))
+        knots = options["knots"] or steps  # None: a checkpoint from before knots, per step
+        fresh = options["draws"] == "fresh"
         self.config = meta.MetaConfig(learn=("alpha", *self.decays, "init_scale"),
                                       optimizer="adam", step_size=META_STEP,
-                                      objective=s["objective"], fresh_seed=s["fresh_seed"],
+                                      objective=s["objective"], fresh_seed=fresh,
                                       seed=options["seed"], backend=options["backend"],
                                       threads=options.get("threads"),
                                       meta_batch=options["meta_batch"],
-                                      step_decay=options["meta_step_decay"])
-        self.n_steps = options["meta_iters"]
-        learned = lay.G * ((1 + len(self.decays)) * steps + 1)
+                                      step_decay=options["meta_step_decay"],
+                                      knots=None if knots == steps else knots)
+        self.n_steps, self.fresh_draws = options["meta_iters"], options["fresh_draws"]
+        learned = lay.G * ((1 + len(self.decays)) * min(knots, steps) + 1)
+        how = "per step and group" if knots >= steps else f"on {knots} knots per group"
         self.headline = (f"{'-'.join(map(str, SIZES))} tanh, {len(X)} MNIST training images, "
                          f"T = {steps}, batch {batch}"
                          + (", trained with Adam" if trained_with == "Adam" else "")
                          + f"; learning {learned} hyperparameters (alpha, "
-                         f"{', '.join(self.decays)} per step and group, init scales) "
-                         f"with Adam on the {common.OBJECTIVE_NAMES[s['objective']]} loss")
+                         f"{', '.join(self.decays)} {how}, init scales) "
+                         f"with Adam on the {common.OBJECTIVE_NAMES[s['objective']]} loss, "
+                         + ("a fresh draw of initial noise and batches every meta-iteration"
+                            if fresh else "one fixed draw of initial noise and batches"))
 
     def record(self, state, outcome):
         rec = super().record(state, outcome)
@@ -115,6 +127,8 @@ class Job(common.MetaJob):
         table += "\ninit scales: " + "  ".join(
             f"{n} {s:.3f}" for n, s in zip(names, case_f.init_scale, strict=True))
         table += f"   (1/sqrt(784) = {1 / np.sqrt(784):.3f}, 1/sqrt(50) = {1 / np.sqrt(50):.3f})"
+        summary["fresh_draws"], line = self.fresh_draws_report(case_f)
+        table += "\n" + line if line else ""
         files = [str(out / "history.csv"), str(out / "schedules.csv")]
         keys = ["i", "train_loss", "valid_loss", "test_loss", "test_error", "meta_objective",
                 "grad_norm"]
