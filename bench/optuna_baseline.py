@@ -14,7 +14,8 @@ scored on the test set: the canonical t10k file (10,000 images) from --mnist, by
 --space 3: one constant alpha in [0.01, 10], gamma in [0, 0.99] and init scale in [0.001, 1] for
 every group; --space 24: the same three per parameter group (8 groups: W1, b1, ..., b4), 24
 constants. --sampler: "tpe" (independent TPE), "tpe-multivariate" (TPE over the joint
-distribution) or "cmaes" (CMA-ES, which needs the small `cmaes` package). --seconds bounds the
+distribution), "cmaes" (CMA-ES, which needs the small `cmaes` package) or "random" (random
+search). --seconds bounds the
 search by wall time instead of a trial count, and --at reports, for each time given, the best trial
 found by then scored on the test set: one run of 10x a budget also gives the 1x answer. Needs the
 optional extra `optuna` (`pip install 'revlearn[optuna]'`: optuna and cmaes).
@@ -38,12 +39,21 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 DIVERGED = 10 * math.log(10)
 
 
+def main_job(mnist, seed):
+    """The schedules Job exactly as `revlearn run --mnist DIR --seed S` builds it (and without
+    the fresh-draw scoring at its end)."""
+    options = {"preset": "schedules", "seed": seed, "backend": "auto", "threads": None,
+               "paper": False, "small": False, "mnist_dir": mnist, "optimizer": "momentum",
+               "meta_iters": schedules.DEFAULT["meta_iters"], "meta_batch": 1,
+               "meta_step_decay": None, "draws": "fresh", "fresh_draws": 0}
+    options["knots"] = schedules.default_knots(options)
+    return schedules.Job(options)
+
+
 def base_case(seed):
-    """The schedules preset's problem (same data, batches and initial noise as its default run)."""
-    job = schedules.Job({"preset": "schedules", "seed": seed, "backend": "numpy", "paper": False,
-                         "small": False, "mnist_dir": None, "meta_iters": 1, "meta_batch": 1,
-                         "meta_step_decay": None})
-    return job.case
+    """The schedules preset's problem, with the one fixed draw of batches and initial noise a
+    one-draw run (`revlearn run --one-draw`) tunes on."""
+    return main_job(None, seed).case
 
 
 def with_hypers(case, alpha, gamma, init_scale):
@@ -81,6 +91,8 @@ def sampler(name, seed):
     import optuna
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():  # multivariate TPE is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=name == "tpe-multivariate")
@@ -88,7 +100,8 @@ def sampler(name, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sampler", choices=("tpe", "tpe-multivariate", "cmaes"), default="tpe")
+    parser.add_argument("--sampler", choices=("tpe", "tpe-multivariate", "cmaes", "random"),
+                        default="tpe")
     parser.add_argument("--space", type=int, choices=(3, 24), default=3)
     parser.add_argument("--trials", type=int, default=None, help="default 200 without --seconds")
     parser.add_argument("--seconds", type=float, default=None, help="wall-time budget")

@@ -317,8 +317,8 @@ def test_schedules_with_adam_learns_alpha_and_both_betas_and_resumes_bit_for_bit
     whole, part = tmp_path / "whole", tmp_path / "part"
     code, printed, _ = run(["schedules", "--small", "--optimizer", "adam", "--out", str(whole)],
                            capsys)
-    assert code == 0 and ("trained with Adam; learning 104 hyperparameters (alpha, beta1, beta2 "
-                          "on 4 knots per group") in printed
+    assert code == 0 and ("trained with Adam; learning 200 hyperparameters (alpha, beta1, beta2 "
+                          "on 8 knots per group") in printed
     doc = results(whole)
     assert doc["options"]["optimizer"] == "adam" and doc["summary"]["optimizer"] == "adam"
     objective = [r["meta_objective"] for r in doc["records"]]
@@ -372,7 +372,7 @@ def test_the_default_draws_afresh_every_meta_iteration_and_scores_on_draws_none_
         tmp_path, capsys, no_matplotlib):
     out = tmp_path / "run"
     code, printed, _ = run(["--small", "--out", str(out)], capsys)
-    assert code == 0 and "on 4 knots per group" in printed and "a fresh draw" in printed
+    assert code == 0 and "on 8 knots per group" in printed and "a fresh draw" in printed
     assert "test loss on 5 fresh draws" in printed
     doc = results(out)
     fresh = doc["summary"]["fresh_draws"]
@@ -381,7 +381,7 @@ def test_the_default_draws_afresh_every_meta_iteration_and_scores_on_draws_none_
     # the draws that score the run are none of those that tuned it, nor the fixed draw
     job = PRESETS["schedules"].Job(doc["options"])
     config, base = job.config, job.case
-    assert config.fresh_seed and config.knots == 4
+    assert config.fresh_seed and config.knots == 8
     state = meta.init(base, config)
     tuned = [meta.case_at(base, meta.MetaState(i, state.theta, state.m, state.s), config).eps
              for i in range(doc["options"]["meta_iters"] + 1)] + [base.eps]

@@ -66,7 +66,7 @@ def add_parser(subparsers):
                    "constant meta step)")
     p.add_argument("--knots", metavar="K",
                    help="schedules: learn each step-size and momentum schedule as K values per "
-                   "group, piecewise linear between them (default 4; the number of training "
+                   "group, piecewise linear between them (default 8; the number of training "
                    "steps for one value per step, as --paper does)")
     p.add_argument("--one-draw", action="store_true",
                    help="schedules: tune on one fixed draw of initial noise and batches (the "

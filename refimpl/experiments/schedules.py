@@ -1,24 +1,27 @@
 """`revlearn run schedules` (paper Figs. 2, 3 and 5): learn step-size and momentum schedules and
-initial scales, 1,608 hyperparameters at once.
+initial scales.
 
 784-50-50-50-10 tanh MLP on 10,000 MNIST training images, T = 100 steps of batch 200; learned:
-alpha (T, G) and gamma (T, G) per step and per parameter group, and the G = 8 initial scales, with
-Adam at meta step 0.04 on log alpha, logit gamma and log init_scale.
+alpha and gamma per step and parameter group, and the G = 8 initial scales, with Adam at meta step
+0.04 on log alpha, logit gamma and log init_scale.
+
+Default (the main job, under a minute on 2 cores): meta-objective = validation loss, a fresh draw of
+initial noise and batches every meta-iteration (`meta.case_at`), each schedule on KNOTS = 8 values
+per group, piecewise linear between them (136 hyperparameters), starting from a constant
+alpha = 1, gamma = 0.9, init_scale = 0.1; 30 meta-iterations. Chosen by measurement on draws that
+no tuning used (docs/value.md): on one fixed draw the hyperparameters fit that draw, and one value
+per step fits each draw's noise. `--one-draw` tunes on the one fixed draw from
+default_rng([seed, 2**32 - 1]) instead, `--knots K` takes K values per group (T: one per step).
+`--paper`: the paper's protocol: meta-objective = training loss, fresh draws, one value per step,
+50 meta-iterations, from the same constant start. (The paper started from its
+Bayesian-optimization values alpha = exp(0.887), gamma = sigmoid(0.403), init_scale = exp(-1.63);
+with this engine's batches that point trains chaotically for many seeds, the loss jumping above 7
+in 29 of 50 meta-iterations, so the meta-optimization never settles: docs/reproducing.md.)
 
 `--optimizer adam` trains with Adam instead of SGD with momentum and learns alpha, beta1 and beta2
-per step and group (log alpha, logit beta1, logit beta2) and the initial scales, 2,408
-hyperparameters, from alpha = 0.01 and torch.optim.Adam's beta1 = 0.9, beta2 = 0.999 and
-epsilon = 1e-8 (fixed); alpha = 0.01 is the best constant of 0.001, 0.003, 0.01, 0.02, 0.03, 0.05
-on this problem's validation loss.
-
-Default (the main job, a few minutes at most on 2 cores): meta-objective = validation loss, one
-fixed seed, starting from a constant alpha = 1, gamma = 0.9, init_scale = 0.1; 30 meta-iterations.
-`--paper`: the paper's protocol: meta-objective = training loss, a fresh seed (initial noise and
-batches) every meta-iteration, 50 meta-iterations, from the same constant start. (The paper
-started from its Bayesian-optimization values alpha = exp(0.887), gamma = sigmoid(0.403),
-init_scale = exp(-1.63); with this engine's batches that point trains chaotically for many seeds,
-the loss jumping above 7 in 29 of 50 meta-iterations, so the meta-optimization never settles:
-see "Reproducing the paper" in the README.)
+(log alpha, logit beta1, logit beta2) and the initial scales, from alpha = 0.01 and
+torch.optim.Adam's beta1 = 0.9, beta2 = 0.999 and epsilon = 1e-8 (fixed); alpha = 0.01 is the
+best constant of 0.001, 0.003, 0.01, 0.02, 0.03, 0.05 on this problem's validation loss.
 """
 
 import numpy as np
@@ -35,7 +38,7 @@ T, B, N_TRAIN, N_VALID, N_TEST = 100, 200, 10_000, 10_000, 10_000
 SMALL = dict(T=12, B=50, n_train=400, n_valid=400, n_test=400, meta_iters=4)
 DEFAULT = dict(alpha=1.0, gamma=0.9, init_scale=0.1, objective="valid", meta_iters=30)
 PAPER = dict(DEFAULT, objective="train", meta_iters=50)
-KNOTS = 4  # values per group of each learned schedule, by default
+KNOTS = 8  # values per group of each learned schedule, by default
 PAPER_BO_START = dict(alpha=float(np.exp(0.887)), gamma=float(1 / (1 + np.exp(-0.403))),
                       init_scale=float(np.exp(-1.63)))
 META_STEP = 0.04
