@@ -10,8 +10,8 @@ job's wall time, 1x being the time its default run takes to finish its meta-iter
 - revlearn: `revlearn run` with every default and --meta-iters b x the default, for each budget
   b. One run of the largest budget gives them all: nothing in a run depends on how many
   meta-iterations it will take, so its hyperparameters after b x 30 meta-iterations are those of
-  the shorter run (tests/test_value.py checks this on the small problem). Its wall time at b is
-  the time by then, every meta-iteration's evaluation included.
+  the shorter run (tests/test_experiments.py checks this on the small problem). Its wall time
+  at b is the time by then, every meta-iteration's evaluation included.
 - each search (Optuna multivariate TPE and CMA-ES, and random search, over the 24 per-group
   constants alpha, gamma and init scale of `bench.optuna_baseline`): trials one after another,
   each one plain float64 training run (both cores) on the tuning draw scored on the validation

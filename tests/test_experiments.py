@@ -429,3 +429,17 @@ def test_a_format_3_schedules_checkpoint_resumes_as_its_protocol(tmp_path, no_ma
     assert run(["--resume", str(part), "--meta-iters", "3"]) == 0
     assert results(part)["records"] == results(whole)["records"]
     assert results(part)["options"]["draws"] == "one"
+
+
+def test_a_longer_run_passes_through_the_shorter_runs_hyperparameters(tmp_path, no_matplotlib):
+    # what bench.value relies on: nothing in a run depends on how long it will be, so a run of
+    # 2 x n meta-iterations holds, after n, the hyperparameters a run of n ends with
+    from bench.value import revlearn_budgets
+    out = tmp_path / "short"
+    assert run(["--small", "--out", str(out)]) == 0
+    options = results(out)["options"]
+    budgets = revlearn_budgets(PRESETS["schedules"].Job(options), [1, 2], lambda line: None)
+    summary = results(out)["summary"]
+    for key in ("alpha", "gamma", "init_scale"):
+        assert getattr(budgets[1][0], key).tolist() == summary[key]
+        assert getattr(budgets[2][0], key).tolist() != summary[key]  # the control: it moved on
