@@ -1,7 +1,7 @@
 """The benchmark report: a grid of configurations, each in a fresh process, and tables of ratios.
 
-    python -m bench [--quick] [--repeats N] [--isa avx2] [--out bench/report.json]
-    python -m bench --from bench/report.json --markdown      # the tables of a saved run, again
+    python -m bench [--quick] [--repeats N] [--isa avx2] [--out bench/results/report.json]
+    python -m bench --from bench/results/report.json --markdown    # a saved run's tables, again
 
 Each configuration runs in its own process (`bench.worker`), which times it after warming the
 JIT (and, for JAX, after one compiling call) and reports its peak resident memory. Times are
@@ -314,7 +314,7 @@ def main(argv=None):
     parser.add_argument("--only", help="only the configurations of these kinds (step,hyper,...)")
     parser.add_argument("--peers", action="store_true",
                         help="only revlearn against JAX and PyTorch (defaults and one core)")
-    parser.add_argument("--out", default="bench/report.json")
+    parser.add_argument("--out", default="bench/results/report.json")
     parser.add_argument("--from", dest="saved", help="print the tables of a saved report instead")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = parser.parse_args(argv)

@@ -45,8 +45,9 @@ def main_job(mnist, seed):
     options = {"preset": "schedules", "seed": seed, "backend": "auto", "threads": None,
                "paper": False, "small": False, "mnist_dir": mnist, "optimizer": "momentum",
                "meta_iters": schedules.DEFAULT["meta_iters"], "meta_batch": 1,
-               "meta_step_decay": None, "draws": "fresh", "fresh_draws": 0}
+               "draws": "fresh", "fresh_draws": 0}
     options["knots"] = schedules.default_knots(options)
+    options["meta_step_decay"] = schedules.default_meta_step_decay(options)
     return schedules.Job(options)
 
 

@@ -18,6 +18,12 @@ job's wall time, 1x being the time its default run takes to finish its meta-iter
   loss, for as long as revlearn's largest budget took; at each budget, its best trial by
   revlearn's time at that budget.
 
+With --ablation, the comparison is of revlearn's protocols instead: the main job with one thing
+changed at a time (`PROTOCOLS`: one fixed draw, values per step, knots, a constant meta step, a
+meta-batch), each run to the largest budget and stopped at each, budgets counted in
+hypergradients (1x = the default's 30) rather than seconds, and scored the same way; --seeds runs
+each protocol from several tuning seeds.
+
 Every result, and the initial hyperparameters, is then trained on the same --draws draws of
 initial noise and batches from a stream no tuning draws from (`bench.fresh_draws.fresh`), in plain
 float64, and scored on the test set (all 10,000 t10k images with --mnist): mean and standard
@@ -26,6 +32,7 @@ against the search's (scipy.stats). Writes JSON and a figure (test loss against 
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -47,10 +54,22 @@ LABELS = {"revlearn": "revlearn run (default)", "tpe-multivariate": "Optuna TPE 
           "cmaes": "Optuna CMA-ES", "random": "random search"}
 
 
+PROTOCOLS = {  # the main job's default with one thing changed (MetaConfig fields)
+    "default (fresh draws, 8 knots, meta step decaying over 100)": {},
+    "one fixed draw, per step (revlearn 0.2's default)": dict(fresh_seed=False, knots=None,
+                                                              step_decay=None),
+    "fresh draws, per step": dict(knots=None),
+    "fresh draws, per-group constants (1 knot)": dict(knots=1),
+    "fresh draws, 4 knots": dict(knots=4),
+    "fresh draws, 8 knots, constant meta step": dict(step_decay=None),
+    "fresh draws, 8 knots, meta-batch of 2": dict(meta_batch=2),
+}
+
+
 def revlearn_budgets(job, budgets, say):
-    """Run the job for max(budgets) x its meta-iterations; per budget b: the Case of the
-    hyperparameters after b x n meta-iterations and the wall time by then."""
-    n, out, state = job.n_steps, {}, job.initial_state()
+    """Run the job for max(budgets) x its meta-iterations (each a meta-batch of K); per budget b:
+    the Case of the hyperparameters after b x n / K meta-iterations and the wall time by then."""
+    n, out, state = job.n_steps // job.config.meta_batch, {}, job.initial_state()
     start = time.perf_counter()
     with blas.single_threaded():
         for i in range(1, max(budgets) * n + 1):
@@ -60,6 +79,28 @@ def revlearn_budgets(job, budgets, say):
                                time.perf_counter() - start)
                 say(f"revlearn: {i} meta-iterations in {out[i // n][1]:.1f} s")
     return out
+
+
+def ablation(args, budgets, say):
+    """Each protocol of PROTOCOLS from each tuning seed, stopped at each budget (in
+    hypergradients) and scored on the fresh draws: the report."""
+    report = {"budgets": budgets, "draws": args.draws, "seeds": args.seeds,
+              "machine": describe(), "protocols": {}}
+    for name, changes in PROTOCOLS.items():
+        rows = report["protocols"][name] = []
+        for seed in args.seeds:
+            job = main_job(args.mnist, seed)
+            job.config = dataclasses.replace(job.config, **changes)
+            label = f"{name}, seed {seed}"
+            ours = revlearn_budgets(job, budgets, lambda line, label=label: say(f"{label}: {line}"))
+            with blas.single_threaded():
+                for b in budgets:
+                    rows.append({"seed": seed, "budget": b, "seconds": ours[b][1], "test": summary(
+                        fresh_losses(ours[b][0], job.X_test, job.y_test, args.draws))})
+            say(f"{name}, seed {seed}: " + ", ".join(
+                f"{r['budget']}x {r['test']['mean']:.4f} +- {r['test']['sd']:.4f}"
+                for r in rows if r["seed"] == seed))
+    return report
 
 
 def search(name, case, seconds, seed):
@@ -148,7 +189,11 @@ def main(argv=None):
     parser.add_argument("--mnist", default=str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None)
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--figure", help="write the figure (PNG) here")
+    parser.add_argument("--ablation", action="store_true",
+                        help="compare revlearn's protocols (PROTOCOLS) instead of the searches")
+    parser.add_argument("--seeds", default="0", help="tuning seeds of the ablation, e.g. 0,1,2")
     args = parser.parse_args(argv)
+    args.seeds = [int(x) for x in args.seeds.split(",")]
     budgets = sorted({int(b) for b in args.budgets.split(",")})
     searches = [s for s in args.searches.split(",") if s]
     unknown = [s for s in searches if s not in SEARCHES]
@@ -164,6 +209,12 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     say = print
+    if args.ablation:
+        report = ablation(args, budgets, say)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        say(ablation_table(report))
+        return 0
     job = main_job(args.mnist, args.seed)
     say(f"machine: {json.dumps(describe())}")
     ours = revlearn_budgets(job, budgets, say)
@@ -229,3 +280,21 @@ def table(report):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def ablation_table(report):
+    """The ablation as a Markdown table: per protocol and budget, the mean over the seeds of the
+    fresh-draw test loss, with the spread over the draws (sd; the mean of the seeds' sds)."""
+    budgets = report["budgets"]
+    lines = ["| protocol | " + " | ".join(f"{b}x" for b in budgets) + " |",
+             "|---" * (len(budgets) + 1) + "|"]
+    for name, rows in report["protocols"].items():
+        cells = []
+        for b in budgets:
+            at = [r["test"] for r in rows if r["budget"] == b]
+            cells.append(f"{np.mean([t['mean'] for t in at]):.4f} +- "
+                         f"{np.mean([t['sd'] for t in at]):.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(f"(test loss on {report['draws']} fresh draws; budgets in hypergradients, 1x = "
+                 f"30; tuning seeds {', '.join(map(str, report['seeds']))})")
+    return "\n".join(lines)

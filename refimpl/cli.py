@@ -7,6 +7,7 @@ interrupted.
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -331,6 +332,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"revlearn {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`revlearn run | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -443,3 +443,15 @@ def test_a_longer_run_passes_through_the_shorter_runs_hyperparameters(tmp_path, 
     for key in ("alpha", "gamma", "init_scale"):
         assert getattr(budgets[1][0], key).tolist() == summary[key]
         assert getattr(budgets[2][0], key).tolist() != summary[key]  # the control: it moved on
+
+
+def test_a_reader_that_goes_away_stops_the_run_quietly(tmp_path):
+    # `revlearn run | head -1`: the pipe closes under the run, which stops without a traceback
+    proc = subprocess.Popen([sys.executable, "-m", "revlearn", "run", "--small", "--out",
+                             str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("revlearn run schedules:")
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err

@@ -62,8 +62,8 @@ def add_parser(subparsers):
                    help="hypergradients per meta-iteration (default 1), each on its own fresh "
                    "initial noise and batches; the meta-step follows their mean")
     p.add_argument("--meta-step-decay", metavar="TAU",
-                   help="divide the meta step by 1 + i / TAU at meta-iteration i (default: a "
-                   "constant meta step)")
+                   help="divide the meta step by 1 + i / TAU at meta-iteration i; 'none' for a "
+                   "constant meta step (default: 100 for schedules on fresh draws, else none)")
     p.add_argument("--knots", metavar="K",
                    help="schedules: learn each step-size and momentum schedule as K values per "
                    "group, piecewise linear between them (default 8; the number of training "
@@ -104,8 +104,8 @@ def _int(flag, text, minimum, maximum=None):
 
 
 def _decay(text):
-    """The value of --meta-step-decay: None when not given, else a number > 0 (a float)."""
-    if text is None:
+    """The value of --meta-step-decay: a number > 0 (a float), or None for 'none'."""
+    if text.strip().lower() == "none":
         return None
     try:
         value = float(text)
@@ -198,11 +198,10 @@ def _options(args):
                              else PRESETS[name].default_meta_iters(options))
     options["meta_batch"] = (1 if args.meta_batch is None
                              else _int("--meta-batch", args.meta_batch, 1, MAX_META_BATCH))
-    options["meta_step_decay"] = _decay(args.meta_step_decay)
     if name == "chaos" and options["meta_batch"] != 1:
         raise InputError("--meta-batch: the chaos sweep has no meta-iterations to average over; "
                          "--dask alone computes its step sizes on a cluster")
-    if name == "chaos" and options["meta_step_decay"] is not None:
+    if name == "chaos" and args.meta_step_decay is not None:
         raise InputError("--meta-step-decay: the chaos sweep takes no meta-steps")
     for flag, given in (("--knots", args.knots is not None), ("--one-draw", args.one_draw)):
         if given and name != "schedules":
@@ -217,6 +216,9 @@ def _options(args):
         else _int("--knots", args.knots, 1, MAX_KNOTS))
     options["fresh_draws"] = (5 if args.fresh_draws is None
                               else _int("--fresh-draws", args.fresh_draws, 0, MAX_FRESH_DRAWS))
+    default_decay = getattr(PRESETS[name], "default_meta_step_decay", lambda options: None)
+    options["meta_step_decay"] = (default_decay(options) if args.meta_step_decay is None
+                                  else _decay(args.meta_step_decay))
     if name in ("chaos", "omniglot") and args.fresh_draws is not None:
         raise InputError(f"--fresh-draws: the {name} experiment is not scored on fresh draws; "
                          "schedules, l2 and data are")

@@ -7,8 +7,9 @@ alpha and gamma per step and parameter group, and the G = 8 initial scales, with
 
 Default (the main job, under a minute on 2 cores): meta-objective = validation loss, a fresh draw of
 initial noise and batches every meta-iteration (`meta.case_at`), each schedule on KNOTS = 8 values
-per group, piecewise linear between them (136 hyperparameters), starting from a constant
-alpha = 1, gamma = 0.9, init_scale = 0.1; 30 meta-iterations. Chosen by measurement on draws that
+per group, piecewise linear between them (136 hyperparameters), the meta step divided by
+1 + i / 100 at meta-iteration i, starting from a constant alpha = 1, gamma = 0.9,
+init_scale = 0.1; 30 meta-iterations. Chosen by measurement on draws that
 no tuning used (docs/value.md): on one fixed draw the hyperparameters fit that draw, and one value
 per step fits each draw's noise. `--one-draw` tunes on the one fixed draw from
 default_rng([seed, 2**32 - 1]) instead, `--knots K` takes K values per group (T: one per step).
@@ -39,6 +40,7 @@ SMALL = dict(T=12, B=50, n_train=400, n_valid=400, n_test=400, meta_iters=4)
 DEFAULT = dict(alpha=1.0, gamma=0.9, init_scale=0.1, objective="valid", meta_iters=30)
 PAPER = dict(DEFAULT, objective="train", meta_iters=50)
 KNOTS = 8  # values per group of each learned schedule, by default
+META_STEP_DECAY = 100.0  # the default protocol's meta step: META_STEP / (1 + i / 100)
 PAPER_BO_START = dict(alpha=float(np.exp(0.887)), gamma=float(1 / (1 + np.exp(-0.403))),
                       init_scale=float(np.exp(-1.63)))
 META_STEP = 0.04
@@ -51,6 +53,12 @@ YLABELS = {"alpha": "step size alpha_t", "gamma": "momentum gamma_t",
 
 def default_meta_iters(options):
     return (SMALL if options["small"] else PAPER if options["paper"] else DEFAULT)["meta_iters"]
+
+
+def default_meta_step_decay(options):
+    """META_STEP_DECAY on fresh draws (the default protocol); a constant meta step on one draw
+    and with --paper, as before fresh draws were the default."""
+    return META_STEP_DECAY if options["draws"] == "fresh" and not options["paper"] else None
 
 
 def default_knots(options):
