@@ -316,7 +316,7 @@ def test_exact_recovery_is_false_when_one_bit_of_the_state_is_wrong(where):
     with np.errstate(invalid="ignore"):
         try:
             recovered = reversed_after(case, corrupt)
-        except revlearn.fixedpoint.RangeError:
+        except revlearn.ReversalError:
             recovered = False
     assert recovered is False
 
