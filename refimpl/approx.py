@@ -69,7 +69,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import adam, blas, lanes, sgd
+from . import adam, backends, blas, lanes, sgd
 from .case import Case, require_case
 from .errors import InputError
 from .threads import Workers
@@ -204,7 +204,7 @@ def require_momentum(case, where):
 
 def _engine(case, backend, threads, where):
     require_case(case, where)
-    be, workers = sgd.get_backend(backend), Workers(threads)
+    be, workers = backends.get_backend(backend), Workers(threads)
     return _Engine(case, sgd.Passes(case, be, workers), workers)
 
 

@@ -38,34 +38,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import adam, ans, blas, fixedpoint, lanes, mlp, wide
+from . import adam, ans, blas, fixedpoint, lanes, wide
+from .backends import BACKENDS, get_backend
 from .case import Case, Result, require_case
 from .errors import InputError, ReversalError, TrainingError
 from .partition import row_chunks
 from .threads import Workers
 
 METHODS = ("reversible", "stored")
-BACKENDS = ("auto", "numpy", "numba")
 
-
-class Backend(NamedTuple):
-    """The hot loops one backend provides: the MLP passes over chunks of rows (summed, or in parts
-    one row per chunk), and the per-parameter work of one step of each algorithm (`lanes` for
-    momentum, `adam` an `adam.Lanes` for Adam), on `workers`. The numba backend updates the
-    fixed-point state and the adjoints in place, so callers pass the current state on and keep no
-    other reference to it."""
-
-    name: str
-    loss_and_error: object
-    loss_grad: object
-    loss_grad_hvp: object
-    grad_parts: object
-    grad_hvp_parts: object
-    forward: object
-    reverse_before: object
-    reverse_after: object
-    from_fixed: object
-    adam: object
+__all__ = ["BACKENDS", "METHODS", "Passes", "Trained", "get_backend", "hypergradient", "train",
+           "valid_loss"]
 
 
 class Adjoint(NamedTuple):
@@ -82,28 +65,6 @@ class Trained(NamedTuple):
 
     w_final: np.ndarray
     train_losses: np.ndarray
-
-
-NUMPY = Backend("numpy", mlp.loss_and_error, mlp.loss_grad, mlp.loss_grad_hvp,
-                mlp.grad_parts, mlp.grad_hvp_parts, lanes.forward, lanes.reverse_before,
-                lanes.reverse_after, fixedpoint.from_fixed, adam.LANES)
-
-
-def get_backend(name):
-    """The Backend called `name`: "numpy" (this package), "numba" (revlearn.kernels), or "auto"
-    (numba when it can be imported, else numpy: the results are the same bits, only faster)."""
-    if name == "numpy":
-        return NUMPY
-    if name in ("numba", "auto"):
-        try:
-            from revlearn.kernels import NUMBA
-        except ImportError as e:
-            if name == "auto":
-                return NUMPY
-            raise InputError(f"backend='numba' needs numba ({e}); install it with "
-                             "`pip install 'revlearn[fast]'`, or use backend='numpy'") from None
-        return NUMBA
-    raise InputError(f"unknown backend {name!r}; use one of {', '.join(map(repr, BACKENDS))}")
 
 
 MAX_PARTS_BYTES = 1 << 28  # beyond, a step's gradient parts are added up as they come

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import adam, ans, kernels, lanes, mlp, multitask, sgd, wide
+from revlearn import adam, ans, backends, kernels, lanes, mlp, multitask, sgd, wide
 from revlearn import exact as refexact
 from revlearn import fixedpoint as fp
 from revlearn.case import Case
@@ -492,13 +492,13 @@ def test_buffer_and_recovered_w0_are_identical_to_refimpl(layer_sizes, activatio
     gamma = rng.integers(1, fp.D + 1, (T, G)) / fp.D
     case = revlearn.make_case(small_spec(layer_sizes=layer_sizes, activation=activation,
                                          n_iters=T, gamma=gamma.tolist()))
-    finals = [sgd._train_exact(case, be, SERIAL) for be in (sgd.NUMPY, kernels.NUMBA)]
+    finals = [sgd._train_exact(case, be, SERIAL) for be in (backends.NUMPY, kernels.NUMBA)]
     (W, V, buf, _), (Wk, Vk, bufk, _) = finals
     assert np.array_equal(W, Wk) and np.array_equal(V, Vk)
     assert_same_buffer(buf, bufk)
     assert buf.peak.min() > 0
     backs = []
-    for be, (W, V, buf, _) in zip((sgd.NUMPY, kernels.NUMBA), finals, strict=True):
+    for be, (W, V, buf, _) in zip((backends.NUMPY, kernels.NUMBA), finals, strict=True):
         traj = sgd._Reversal(be, SERIAL, W, V, buf)
         dw = be.loss_grad(fp.from_fixed(W), case.X_valid, case.y_valid, case.layout,
                           case.activation)[1]

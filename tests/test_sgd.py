@@ -307,7 +307,7 @@ def flip(where, W, state, buf):
         (state.m.L if hasattr(state, "m") else state)[11] ^= 1
 
 
-BACKEND_MODULES = [("numpy", "revlearn.sgd", "NUMPY"),
+BACKEND_MODULES = [("numpy", "revlearn.backends", "NUMPY"),
                    pytest.param("numba", "revlearn.kernels", "NUMBA", marks=needs_numba)]
 
 
