@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import adam, ans, backends, kernels, lanes, mlp, multitask, sgd, wide
+from revlearn import adam, ans, backends, kernels, lanes, mlp, momentum, multitask, sgd, wide
 from revlearn import exact as refexact
 from revlearn import fixedpoint as fp
 from revlearn.case import Case
@@ -180,7 +180,7 @@ def test_a_dry_stack_is_refused():
 
 
 def copy_adjoint(adj):
-    return sgd.Adjoint(*(a.copy() for a in adj))
+    return momentum.Adjoint(*(a.copy() for a in adj))
 
 
 @pytest.mark.parametrize("P, parts, threads", [(1001, 1, 1), (3 * LANES + 17, 2, 2),
@@ -205,7 +205,7 @@ def test_lane_passes_are_bit_identical_to_refimpl(P, parts, threads, rng):
         assert np.array_equal(state[0][0], state[1][0]) and np.array_equal(state[0][1], state[1][1])
         assert_same_buffer(state[0][2], state[1][2])
         assert_same(state[0][3], state[1][3], "w_{t+1}")
-    adj = sgd.Adjoint(*rng.standard_normal((3, P)))
+    adj = momentum.Adjoint(*rng.standard_normal((3, P)))
     adjs = [copy_adjoint(adj), copy_adjoint(adj)]
     for G in reversed(history):
         H = rng.standard_normal((parts, P))
@@ -492,17 +492,17 @@ def test_buffer_and_recovered_w0_are_identical_to_refimpl(layer_sizes, activatio
     gamma = rng.integers(1, fp.D + 1, (T, G)) / fp.D
     case = revlearn.make_case(small_spec(layer_sizes=layer_sizes, activation=activation,
                                          n_iters=T, gamma=gamma.tolist()))
-    finals = [sgd._train_exact(case, be, SERIAL) for be in (backends.NUMPY, kernels.NUMBA)]
+    finals = [sgd.train_exact(case, be, SERIAL) for be in (backends.NUMPY, kernels.NUMBA)]
     (W, V, buf, _), (Wk, Vk, bufk, _) = finals
     assert np.array_equal(W, Wk) and np.array_equal(V, Vk)
     assert_same_buffer(buf, bufk)
     assert buf.peak.min() > 0
     backs = []
     for be, (W, V, buf, _) in zip((backends.NUMPY, kernels.NUMBA), finals, strict=True):
-        traj = sgd._Reversal(be, SERIAL, W, V, buf)
+        traj = momentum.Reversal(be, SERIAL, W, V, buf)
         dw = be.loss_grad(fp.from_fixed(W), case.X_valid, case.y_valid, case.layout,
                           case.activation)[1]
-        sgd._reverse(case, be, SERIAL, traj, dw)
+        sgd.reverse(case, be, SERIAL, traj, dw)
         backs.append(traj)
     assert np.array_equal(backs[0].W, backs[1].W)
     assert np.array_equal(backs[1].W, fp.to_fixed(case.w0))
