@@ -19,8 +19,8 @@ from revlearn import exact as refexact
 from revlearn import fixedpoint as fp
 from revlearn.case import Case
 from revlearn.kernels import adam as kadam
+from revlearn.kernels import blocks, exact, jit, rans
 from revlearn.kernels import elementary as kelementary
-from revlearn.kernels import exact, jit
 from revlearn.kernels import lanes as klanes
 from revlearn.kernels import mlp as kmlp
 from revlearn.partition import LANES
@@ -69,8 +69,8 @@ def random_n(rng, P):
 # --- the exact step and its inverse ---------------------------------------------------------
 
 @pytest.mark.parametrize("P, threads", [(1, 1), (5, 2), (257, 1), (2 * LANES + 3, 2),
-                                        (2 * exact.PART * LANES + 5, 2),
-                                        (3 * exact.PART * LANES, 3)])
+                                        (2 * blocks.PART * LANES + 5, 2),
+                                        (3 * blocks.PART * LANES, 3)])
 def test_exact_steps_forward_and_back_are_bit_identical_to_refimpl(P, threads, rng):
     workers = Workers(threads)
     W0 = fp.to_fixed(rng.normal(size=P))
@@ -120,16 +120,16 @@ def test_exact_step_matches_on_full_range_states(rng):
 
 
 def test_float_division_shortcuts_are_exact_at_their_limits():
-    # _div(a, b) = a div b for a + b < 2**53; _divmod(v, n) floors for every int64 v
+    # div(a, b) = a div b for a + b < 2**53; floor_divmod(v, n) floors for every int64 v
     a = np.array([0, 1, 2**24, 2**24 - 1, 2**32 - 1, 2**48 + 12345, 2**52 - 3], np.int64)
     for b in (1, 2, 3, 255, 257, 65535, 65536, 2**24 + 1):
         for ai in a:
             if ai + b < 2**53:
-                assert exact._div(ai, b) == ai // b
+                assert blocks.div(ai, b) == ai // b
     v = np.array([-2**63, -2**63 + 1, -2**32 - 1, -1, 0, 1, 2**32, 2**63 - 1], np.int64)
     for n in (1, 2, 7, 58982, 65535, 65536):
         for vi in v:
-            assert exact._divmod(vi, n) == (vi // n, vi % n)
+            assert blocks.floor_divmod(vi, n) == (vi // n, vi % n)
 
 
 @pytest.mark.parametrize("where", ["gradient", "v wraps", "alpha v", "w wraps"])
@@ -235,10 +235,10 @@ def test_blocked_dots_are_the_same_bits_in_every_backend_and_can_differ_from_ddo
     P = 2 * LANES + 999
     offsets = np.array([0, 5, 13, LANES + 1, P])
     x, y = rng.standard_normal(P) * 1e3, rng.standard_normal(P)
-    segs = klanes._segments(offsets, P)
+    segs = blocks.segments(offsets, P)
     seg_dots = np.empty(len(segs.list))
     for b in range(3):
-        klanes._segment_dots(x, y, segs.lo, segs.hi, segs.first[b], segs.first[b + 1], seg_dots)
+        blocks.segment_dots(x, y, segs.arrays, b, seg_dots)
     ours = lanes.by_group(seg_dots, segs.list, len(offsets) - 1)
     assert_same(ours, lanes.dots(x, y, offsets), "dots")
     pairs = list(zip(offsets[:-1], offsets[1:], strict=True))
@@ -565,7 +565,7 @@ def policy_violations(dispatcher):
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no dispatchers without the JIT")
 def test_every_kernel_follows_the_one_jit_policy():
-    found = [obj for module in (exact, kmlp, klanes, jit, kelementary, kadam)
+    found = [obj for module in (exact, kmlp, klanes, jit, kelementary, kadam, blocks, rans)
              for obj in vars(module).values()
              if isinstance(obj, numba.core.registry.CPUDispatcher)]
     assert len(found) >= 20
