@@ -2,8 +2,9 @@
 
 `NUMBA` is a `revlearn.backends.Backend` whose results are bit-identical to refimpl's (the NumPy
 backend): the MLP passes (`mlp`), the per-parameter work of each step with the exact momentum step
-and its inverse (`lanes`, `exact`) and with Adam's (`adam`), and tanh, exp and log (`elementary`),
-with one JIT policy for every kernel (`jit`). Importing this package needs numba; revlearn does not.
+and its inverse (`lanes`, `exact`) and with Adam's (`adam`), on what both share (`blocks`, and
+`rans` for the buffer), and tanh, exp and log (`elementary`), with one JIT policy for every kernel
+(`jit`). Importing this package needs numba; revlearn does not.
 """
 
 from revlearn.backends import Backend
