@@ -73,7 +73,6 @@ import numpy as np
 
 from . import backends, blas, lanes, sgd
 from .adam import Adam
-from .backends import Backend
 from .case import Case, require_case
 from .errors import InputError
 from .momentum import Momentum
@@ -195,7 +194,7 @@ def _shapes(case):
 
 class _Engine(NamedTuple):
     case: Case
-    be: Backend
+    passes: sgd.Passes
     workers: Workers
     opt: object  # the case's optimizer object (`sgd.optimizer_of`)
 
@@ -219,20 +218,21 @@ def require_line(case, where):
 
 def _engine(case, backend, threads, where):
     require_case(case, where)
-    return _Engine(case, backends.get_backend(backend), Workers(threads), sgd.optimizer_of(case))
+    be, workers = backends.get_backend(backend), Workers(threads)
+    return _Engine(case, sgd.Passes(case, be, workers), workers, sgd.optimizer_of(case))
 
 
 def _train(eng, each=None):
     """Algorithm 1 in float64 (`sgd.train_float`): (w_T, state_T), calling each(t, w_t, state_t,
     g_t) at every step before its update; state (v,) for momentum, `adam.Moments` (m, s) for
     Adam."""
-    w, state, _ = sgd.train_float(eng.case, eng.be, eng.workers, each)
+    w, state, _ = sgd.train_float(eng.case, eng.passes.be, eng.workers, each)
     return w, state
 
 
 def _valid_grad(eng, w):
     """(f(w), grad f(w)) on the validation set."""
-    return sgd.Passes(eng.case, eng.be, eng.workers).grad(w, eng.case.X_valid, eng.case.y_valid)
+    return eng.passes.grad(w, eng.case.X_valid, eng.case.y_valid)
 
 
 def _dot(x, y, offsets):
@@ -260,10 +260,10 @@ def _start(case, d):
     return lay.expand(d.init_scale) * case.eps + d.w0, d_lam
 
 
-def _gradient_and_tangent(eng, passes, t, w, dw, d_lam):
+def _gradient_and_tangent(eng, t, w, dw, d_lam):
     """(g_t, g_t') at w_t: the batch gradient with the penalty, and its tangent
     g_t' = H_t w_t' + lam w_t' + lam' w_t (one Hessian-vector product)."""
-    case = eng.case
+    case, passes = eng.case, eng.passes
     with np.errstate(over="ignore", invalid="ignore"):
         passes.batch_grad_hvp(t, w, dw, None)
         g, bad = lanes.penalized(passes.G, case.lam, w)
@@ -276,11 +276,10 @@ def _tangents(eng, d):
     """(w_T, w_T') by the module's equations: the optimizer's step and its tangent
     (`tangent_step`) after each step's gradient and its tangent."""
     case, opt = eng.case, eng.opt
-    passes = sgd.Passes(case, eng.be, eng.workers)
     dw, d_lam = _start(case, d)
     w, state, dstate = case.w0, opt.float_zeros(), opt.tangent_zeros()
     for t in range(case.T):
-        g, dg = _gradient_and_tangent(eng, passes, t, w, dw, d_lam)
+        g, dg = _gradient_and_tangent(eng, t, w, dw, d_lam)
         w, state, dw, dstate = opt.tangent_step(t, d, w, state, dw, dstate, g, dg)
     return w, dw
 
@@ -303,7 +302,7 @@ def _reverse(eng, dw, kept, stop):
     stop = 0 its answer bit for bit) from dw = grad f(w_T) over t = T-1 .. stop, reading w_t and
     the optimizer's state from kept[t] = (w_t, *state_t) (a dict, or `Kept`): a dict of
     `Result` fields, d_w0 being df/dw_stop and d_l2 (d_epsilon) the steps' share."""
-    return sgd.reverse(eng.case, eng.be, eng.workers, eng.opt.stored(kept), dw, stop=stop)
+    return sgd.reverse(eng.case, eng.passes.be, eng.workers, eng.opt.stored(kept), dw, stop=stop)
 
 
 def _hypergrads(got, whole=True):
@@ -400,14 +399,14 @@ def ift_series(case: Case, Ks, backend: str = "auto", threads: int | None = None
 
 def _hvp_all(eng, w, u, input_grad=False):
     """(H u, d/dX (grad_w ell . u) or None) of the data loss over every training row."""
-    case, wk = eng.case, eng.workers
+    case, passes, wk = eng.case, eng.passes, eng.workers
     X, y = case.X_train, case.y_train
     with np.errstate(over="ignore", invalid="ignore"):
         if case.model is not None:
             _, _, Hu, dX = case.model.loss_grad_hvp(w, u, X, y, input_grad, workers=wk)
         else:
-            _, _, Hu, dX = eng.be.loss_grad_hvp(w, u, X, y, case.layout, case.activation,
-                                                input_grad, workers=wk)
+            _, _, Hu, dX = passes.be.loss_grad_hvp(w, u, X, y, case.layout, case.activation,
+                                                   input_grad, workers=wk)
     return Hu, dX
 
 

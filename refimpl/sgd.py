@@ -71,17 +71,24 @@ class Passes:
     """The case's model on `workers`: the MLP passes of the backend, or case.model's own.
 
     `batch_grad` and `batch_grad_hvp` give a step's gradient (and H u) in parts, one row per
-    chunk of the batch's rows, in arrays kept for the whole run; `grad` is the summed gradient
-    (the validation set's). A model of its own, or parts too large to keep, give one row: the sum
-    in chunk order, the same bits as the parts added in order."""
+    chunk of the batch's rows, in arrays made at their first use and kept for the whole run;
+    `grad` is the summed gradient (the validation set's). A model of its own, or parts too large
+    to keep, give one row: the sum in chunk order, the same bits as the parts added in order."""
 
     def __init__(self, case, be, workers):
         self.case, self.be, self.workers = case, be, workers
         B, P = case.batches.shape[1], case.P
         k = len(row_chunks(B)) - 1
         self.in_parts = case.model is None and k * P * 8 <= MAX_PARTS_BYTES
-        self.G = np.empty((k if self.in_parts else 1, P))
-        self.H = None
+        self.rows = k if self.in_parts else 1
+        self.G = self.H = None
+
+    def _parts(self, hvp):
+        """Make G, and H if hvp, unless they are made."""
+        if self.G is None:
+            self.G = np.empty((self.rows, self.case.P))
+        if hvp and self.H is None:
+            self.H = np.empty_like(self.G)
 
     def grad(self, w, X, y):
         """(ell, grad ell) over all rows of X."""
@@ -93,6 +100,7 @@ class Passes:
     def batch_grad(self, t, w):
         """ell on step t's batch, and its gradient in parts (self.G)."""
         c, rows = self.case, self.case.batches[t]
+        self._parts(hvp=False)
         if not self.in_parts:
             ell, self.G[0] = self.grad(w, c.X_train[rows], c.y_train[rows])
             return ell
@@ -103,8 +111,7 @@ class Passes:
         """ell on step t's batch, its gradient and H u in parts (self.G, self.H), and
         d/dX (grad . u) of the batch's rows into dX unless None."""
         c, rows, wk = self.case, self.case.batches[t], self.workers
-        if self.H is None:
-            self.H = np.empty_like(self.G)
+        self._parts(hvp=True)
         if c.model is not None or not self.in_parts:
             X, y = c.X_train[rows], c.y_train[rows]
             if c.model is not None:
