@@ -50,7 +50,7 @@ from .threads import Workers
 
 METHODS = ("reversible", "stored")
 
-OPTIMIZERS = {"momentum": Momentum, "adam": Adam}
+OPTIMIZERS = {"momentum": Momentum, "adam": Adam}  # the object of each `case.OPTIMIZERS` name
 
 __all__ = ["BACKENDS", "METHODS", "OPTIMIZERS", "Passes", "Trained", "get_backend", "hypergradient",
            "not_finite", "optimizer_of", "reverse", "train", "train_exact", "train_float",
