@@ -14,52 +14,47 @@ A block (`partition.LANES` lanes, with its own stack) is the unit of work, as in
                      m likewise (n1);  dg and the segments of dots(dm', m - g), dots(ds', s - g g)
     reverse_after    dw += H dg + lam dg;  d_lam += w dg;  dm *= beta1;  ds *= beta2
 
-Threads take consecutive ranges of blocks (`kernels.exact._share`); the segments' dot products are
+Threads take consecutive ranges of blocks (`kernels.blocks.share`); the segments' dot products are
 added into each group's in lane order afterwards, so the bits do not depend on the thread count.
 Errors are found as refimpl finds them: each check reports the first lane where it failed, and the
 wrapper raises the error of the first check, in refimpl's order, that failed.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from revlearn import adam as refadam
-from revlearn import ans
-from revlearn import lanes as reflanes
-from revlearn.ans import Buffer
 from revlearn.fixedpoint import D_BITS, LIMIT, D
 from revlearn.partition import LANES, lane_blocks
 from revlearn.threads import SERIAL
 from revlearn.wide import HI_UNIT, LO_BITS, LO_MASK, LO_UNIT, SCALE, SPLIT, Wide
 
-from .exact import (
+from .blocks import (
     UNIT,
-    _add_wraps,
-    _decode,
-    _div,
-    _divmod,
-    _encode,
-    _encode_all,
-    _first,
-    _fix,
-    _freq,
-    _raise_first,
-    _refill,
-    _share,
-    _spill,
-    _spill_over_D,
-    _sub_wraps,
+    add_wraps,
+    block_gradient,
+    buffer,
+    div,
+    first,
+    fix,
+    floor_divmod,
+    gradient,
+    hvp,
+    no_failures,
+    penalty,
+    raise_first,
+    report,
+    scratch,
+    segment_dots,
+    segments,
+    share,
+    sub_wraps,
+    sum_parts,
+    to_floats,
 )
 from .jit import floats, ints, kernel
-from .lanes import (
-    _block_gradient,
-    _penalty,
-    _rows,
-    _scratch,
-    _segment_dots,
-    _segments,
-    _sum_parts,
-    _to_floats,
-)
+from .rans import decode, encode, encode_all, freq, refill, spill, spill_over_D
 
 DIGIT = D - 1
 DRY = 6  # fails[b, DRY] < P: block b's stack ran dry (it cannot, `revlearn.ans` proves)
@@ -90,7 +85,7 @@ def _wide_add(aH, aL, bH, bL):
     lo = aL + bL
     hi = aH + bH
     hi2 = hi + (lo >> LO_BITS)
-    return hi2, lo & LO_MASK, _add_wraps(aH, bH, hi) | (hi2 < hi)
+    return hi2, lo & LO_MASK, add_wraps(aH, bH, hi) | (hi2 < hi)
 
 
 @kernel(inline=True)
@@ -99,7 +94,7 @@ def _wide_sub(aH, aL, bH, bL):
     lo = aL - bL
     hi = aH - bH
     hi2 = hi + (lo >> LO_BITS)
-    return hi2, lo & LO_MASK, _sub_wraps(aH, bH, hi) | (hi2 > hi)
+    return hi2, lo & LO_MASK, sub_wraps(aH, bH, hi) | (hi2 > hi)
 
 
 @kernel(inline=True)
@@ -119,15 +114,15 @@ def _mul_wide(H, L, n, c):
 @kernel(inline=True)
 def _div_wide(H, L, n, r):
     """X' D + r = X n + c by long division from the top digit: (H, L, c)."""
-    q, a = _divmod(H, n)
+    q, a = floor_divmod(H, n)
     z = a * D + (L >> (2 * D_BITS))
-    q2 = _div(z, n)
+    q2 = div(z, n)
     z = (z - q2 * n) * D + ((L >> D_BITS) & DIGIT)
-    q1 = _div(z, n)
+    q1 = div(z, n)
     z = (z - q1 * n) * D + (L & DIGIT)
-    q0 = _div(z, n)
+    q0 = div(z, n)
     z = (z - q0 * n) * D + r
-    q_ = _div(z, n)
+    q_ = div(z, n)
     return q * D + q2, (((q1 << D_BITS) | q0) << D_BITS) | q_, z - q_ * n
 
 
@@ -145,7 +140,7 @@ def _increment(MH, ML, SH, SL, c1, c2, eps):
 def _pop_and_mul(x, H, L, n, r):
     """Bits back, all lanes: c = decode(x over n);  X n + c = X' D + r."""
     for i in range(len(x)):
-        x[i], c = _decode(x[i], n[i])
+        x[i], c = decode(x[i], n[i])
         H[i], L[i], r[i] = _mul_wide(H[i], L[i], n[i], c)
 
 
@@ -153,7 +148,7 @@ def _pop_and_mul(x, H, L, n, r):
 def _encode_over_D(x, r):
     """Encode r over D into every lane (after `_spill_over_D`)."""
     for i in range(len(x)):
-        x[i] = _encode(x[i], np.int64(r[i]), D)
+        x[i] = encode(x[i], np.int64(r[i]), D)
 
 
 @kernel
@@ -165,22 +160,22 @@ def _update(W, MH, ML, SH, SL, g, u, alpha, b1, b2, c1, c2, eps):
     f1 = f2 = f3 = f4 = f5 = f6 = P
     for i in range(P):
         inc = (1.0 - b1[i]) * g[i]
-        f1 = _first(f1, i, not abs(inc) < LIMIT, P)
+        f1 = first(f1, i, not abs(inc) < LIMIT, P)
         h, lo = _to_wide(inc)
         MH[i], ML[i], wrapped = _wide_add(MH[i], ML[i], h, lo)
-        f2 = _first(f2, i, wrapped, P)
+        f2 = first(f2, i, wrapped, P)
         inc = (1.0 - b2[i]) * (g[i] * g[i])
-        f3 = _first(f3, i, not abs(inc) < LIMIT, P)
+        f3 = first(f3, i, not abs(inc) < LIMIT, P)
         h, lo = _to_wide(inc)
         SH[i], SL[i], wrapped = _wide_add(SH[i], SL[i], h, lo)
-        f4 = _first(f4, i, wrapped, P)
+        f4 = first(f4, i, wrapped, P)
         ui = _increment(MH[i], ML[i], SH[i], SL[i], c1[i], c2[i], eps[i])[0]
         u[i] = ui
         dw = alpha[i] * ui
-        f5 = _first(f5, i, not abs(dw) < LIMIT, P)
-        b = _fix(dw)
+        f5 = first(f5, i, not abs(dw) < LIMIT, P)
+        b = fix(dw)
         w = W[i] - b
-        f6 = _first(f6, i, _sub_wraps(W[i], b, w), P)
+        f6 = first(f6, i, sub_wraps(W[i], b, w), P)
         W[i] = w
     return f1, f2, f3, f4, f5, f6
 
@@ -190,10 +185,10 @@ def _decay(x, H, L, n, r, stack, top):
     """One exact multiplication by beta = n / D of a block's lanes: pop over n and multiply, the
     block's words off and on its stack, push over D. The new top, -1 when the stack ran dry."""
     _pop_and_mul(x, H, L, n, r)
-    t = _refill(x, stack, top)
+    t = refill(x, stack, top)
     if t < 0:
         return t
-    t = _spill_over_D(x, stack, t)
+    t = spill_over_D(x, stack, t)
     _encode_over_D(x, r)
     return t
 
@@ -206,14 +201,14 @@ def _sub_and_div(H, L, x, inc, n, sym, f):
     P = len(x)
     f1 = f2 = P
     for i in range(P):
-        f1 = _first(f1, i, not abs(inc[i]) < LIMIT, P)
+        f1 = first(f1, i, not abs(inc[i]) < LIMIT, P)
         h, lo = _to_wide(inc[i])
         Hi, Li, wrapped = _wide_sub(H[i], L[i], h, lo)
-        f2 = _first(f2, i, wrapped, P)
-        x[i], r = _decode(x[i], D)
+        f2 = first(f2, i, wrapped, P)
+        x[i], r = decode(x[i], D)
         H[i], L[i], c = _div_wide(Hi, Li, n[i], r)
         sym[i] = c
-        f[i] = _freq(c, n[i])
+        f[i] = freq(c, n[i])
     return f1, f2
 
 
@@ -222,11 +217,11 @@ def _undecay(H, L, x, inc, n, sym, f, stack, top):
     """The inverse of `_decay` after subtracting fix(inc): the new top (-1 when the stack ran
     dry) and the checks of `_sub_and_div`."""
     checks = _sub_and_div(H, L, x, inc, n, sym, f)
-    t = _refill(x, stack, top)
+    t = refill(x, stack, top)
     if t < 0:
         return t, checks
-    t = _spill(x, f, stack, t)
-    _encode_all(x, sym, n)
+    t = spill(x, f, stack, t)
+    encode_all(x, sym, n)
     return t, checks
 
 
@@ -254,10 +249,10 @@ def _unstep_w_adjoint(W, MH, ML, SH, SL, dw, dm, ds, w, u, du, q, qr, alpha, c1,
     for i in range(P):
         ui, den, r = _increment(MH[i], ML[i], SH[i], SL[i], c1[i], c2[i], eps[i])
         step = alpha[i] * ui
-        f1 = _first(f1, i, not abs(step) < LIMIT, P)
-        b = _fix(step)
+        f1 = first(f1, i, not abs(step) < LIMIT, P)
+        b = fix(step)
         Wi = W[i] + b
-        f2 = _first(f2, i, _add_wraps(W[i], b, Wi), P)
+        f2 = first(f2, i, add_wraps(W[i], b, Wi), P)
         W[i] = Wi
         w[i] = Wi * UNIT
         u[i] = ui
@@ -291,191 +286,210 @@ def _after(dw, d_lam, dm, ds, Hdg, lam, w, dg, b1, b2):
 
 # --- the passes over blocks b0 .. b1-1 -----------------------------------------------------------
 
+class ForwardWork(NamedTuple):
+    """`forward`'s scratch (g; u; r for the pushes over D) and its failure table."""
+
+    g: np.ndarray
+    u: np.ndarray
+    r: np.ndarray
+    fails: np.ndarray
+
+
+class BeforeWork(NamedTuple):
+    """`reverse_before`'s output w_t, its scratch (u, du, q, q r), its segments' dot products
+    (of dw' and u, du and q, du and q r) and failure table."""
+
+    w: np.ndarray
+    u: np.ndarray
+    du: np.ndarray
+    q: np.ndarray
+    qr: np.ndarray
+    dots: np.ndarray
+    fails: np.ndarray
+
+
+class MomentsWork(NamedTuple):
+    """`reverse_moments`' scratch (g; inc, the increment undone; a1 = m - g, a2 = s - g g; sym
+    and f for the pushes over n), its output dg, its segments' dot products (of dm' and a1, ds'
+    and a2) and failure table."""
+
+    g: np.ndarray
+    inc: np.ndarray
+    a1: np.ndarray
+    a2: np.ndarray
+    dg: np.ndarray
+    sym: np.ndarray
+    f: np.ndarray
+    dots: np.ndarray
+    fails: np.ndarray
+
+
 @kernel
-def _forward_blocks(W, M, S, x, stack, top, peak, w, G, lam, hyp, n, g, u, r, b0, b1, fails):
-    """`adam.forward` on blocks b0 .. b1-1 (hyp = (alpha, beta1, beta2, c1, c2, eps), n = (n1,
-    n2), M = (H, L) of m, S of s): g = parts + lam w (the first non-finite lane into
+def _forward_blocks(W, state, buf, grad, h, work, b0, b1):
+    """`adam.forward` on blocks b0 .. b1-1: g = parts + lam w (the first non-finite lane into
     fails[b, BAD], and then no step for the block), m's and s's decays, the additions and the
     weight update, w <- W 2**-52."""
-    P = len(W)
+    P, m, s = len(W), state.m, state.s
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        if not _block_gradient(G, lam, w, g, b, fails, BAD):
+        if not block_gradient(grad, work.g, b, work.fails, BAD):
             continue
-        t = _decay(x[lo:hi], M[0][lo:hi], M[1][lo:hi], n[0][lo:hi], r[lo:hi], stack[b], top[b])
+        x, r = buf.x[lo:hi], work.r[lo:hi]
+        t = _decay(x, m.H[lo:hi], m.L[lo:hi], h.n1[lo:hi], r, buf.stack[b], buf.top[b])
         if t >= 0:
-            peak[b] = max(peak[b], t)
-            t = _decay(x[lo:hi], S[0][lo:hi], S[1][lo:hi], n[1][lo:hi], r[lo:hi], stack[b], t)
+            buf.peak[b] = max(buf.peak[b], t)
+            t = _decay(x, s.H[lo:hi], s.L[lo:hi], h.n2[lo:hi], r, buf.stack[b], t)
         if t < 0:
-            fails[b, DRY] = lo
+            work.fails[b, DRY] = lo
             continue
-        top[b] = t
-        peak[b] = max(peak[b], t)
-        checks = _update(W[lo:hi], M[0][lo:hi], M[1][lo:hi], S[0][lo:hi], S[1][lo:hi], g[lo:hi],
-                         u[lo:hi], hyp[0][lo:hi], hyp[1][lo:hi], hyp[2][lo:hi], hyp[3][lo:hi],
-                         hyp[4][lo:hi], hyp[5][lo:hi])
+        buf.top[b] = t
+        buf.peak[b] = max(buf.peak[b], t)
+        checks = _update(W[lo:hi], m.H[lo:hi], m.L[lo:hi], s.H[lo:hi], s.L[lo:hi],
+                         work.g[lo:hi], work.u[lo:hi], h.alpha[lo:hi], h.b1[lo:hi],
+                         h.b2[lo:hi], h.c1[lo:hi], h.c2[lo:hi], h.eps[lo:hi])
         for k in range(6):
-            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
-        _to_floats(W[lo:hi], w[lo:hi])
+            report(work.fails, b, k, lo, hi, checks[k], P)
+        to_floats(W[lo:hi], grad.w[lo:hi])
 
 
 @kernel
-def _reverse_before_blocks(W, M, S, dw, dm, ds, w, u, du, q, qr, hyp, seg_first, seg_lo,
-                           seg_hi, seg_dots, b0, b1, fails):
+def _reverse_before_blocks(W, state, adj, h, segs, work, b0, b1):
     """`adam.reverse_before` on blocks b0 .. b1-1: the exact w_t, the adjoints through u, and the
-    segments of dots(dw', u), dots(du, q) and dots(du, q r) into seg_dots[0], [1], [2]."""
-    P = len(W)
+    segments of dots(dw', u), dots(du, q) and dots(du, q r) into work.dots[0], [1], [2]."""
+    P, m, s = len(W), state.m, state.s
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        checks = _unstep_w_adjoint(W[lo:hi], M[0][lo:hi], M[1][lo:hi], S[0][lo:hi], S[1][lo:hi],
-                                   dw[lo:hi], dm[lo:hi], ds[lo:hi], w[lo:hi], u[lo:hi], du[lo:hi],
-                                   q[lo:hi], qr[lo:hi], hyp[0][lo:hi], hyp[3][lo:hi],
-                                   hyp[4][lo:hi], hyp[5][lo:hi])
+        checks = _unstep_w_adjoint(W[lo:hi], m.H[lo:hi], m.L[lo:hi], s.H[lo:hi], s.L[lo:hi],
+                                   adj.dw[lo:hi], adj.dm[lo:hi], adj.ds[lo:hi], work.w[lo:hi],
+                                   work.u[lo:hi], work.du[lo:hi], work.q[lo:hi],
+                                   work.qr[lo:hi], h.alpha[lo:hi], h.c1[lo:hi], h.c2[lo:hi],
+                                   h.eps[lo:hi])
         for k in range(2):
-            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
-        s0, s1 = seg_first[b], seg_first[b + 1]
-        _segment_dots(dw, u, seg_lo, seg_hi, s0, s1, seg_dots[0])
-        _segment_dots(du, q, seg_lo, seg_hi, s0, s1, seg_dots[1])
-        _segment_dots(du, qr, seg_lo, seg_hi, s0, s1, seg_dots[2])
+            report(work.fails, b, k, lo, hi, checks[k], P)
+        segment_dots(adj.dw, work.u, segs, b, work.dots[0])
+        segment_dots(work.du, work.q, segs, b, work.dots[1])
+        segment_dots(work.du, work.qr, segs, b, work.dots[2])
 
 
 @kernel
-def _reverse_moments_blocks(M, S, x, stack, top, peak, dm, ds, G, lam, w, hyp, n, g, inc, a1,
-                            a2, dg, sym, f, seg_first, seg_lo, seg_hi, seg_dots, b0, b1, fails):
+def _reverse_moments_blocks(state, buf, adj, grad, h, segs, work, b0, b1):
     """`adam.reverse_moments` on blocks b0 .. b1-1: g = parts + lam w, s_t then m_t exactly
     (checks 0, 1 and 2, 3), dg, and the segments of dots(dm', m - g) and dots(ds', s - g g) into
-    seg_dots[0], [1]."""
-    P = len(x)
+    work.dots[0], [1]."""
+    P, m, s = len(buf.x), state.m, state.s
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        _sum_parts(G[:, lo:hi], g[lo:hi])
-        _penalty(g[lo:hi], lam[lo:hi], w[lo:hi])
-        _s_increments(g[lo:hi], hyp[2][lo:hi], inc[lo:hi])
-        t, checks = _undecay(S[0][lo:hi], S[1][lo:hi], x[lo:hi], inc[lo:hi], n[1][lo:hi],
-                             sym[lo:hi], f[lo:hi], stack[b], top[b])
+        g, inc, x = work.g[lo:hi], work.inc[lo:hi], buf.x[lo:hi]
+        sum_parts(grad.G[:, lo:hi], g)
+        penalty(g, grad.lam[lo:hi], grad.w[lo:hi])
+        _s_increments(g, h.b2[lo:hi], inc)
+        t, checks = _undecay(s.H[lo:hi], s.L[lo:hi], x, inc, h.n2[lo:hi], work.sym[lo:hi],
+                             work.f[lo:hi], buf.stack[b], buf.top[b])
         for k in range(2):
-            fails[b, k] = lo + checks[k] if checks[k] < hi - lo else P
+            report(work.fails, b, k, lo, hi, checks[k], P)
         if t >= 0:
-            peak[b] = max(peak[b], t)
-            _m_increments(g[lo:hi], hyp[1][lo:hi], inc[lo:hi])
-            t, checks = _undecay(M[0][lo:hi], M[1][lo:hi], x[lo:hi], inc[lo:hi], n[0][lo:hi],
-                                 sym[lo:hi], f[lo:hi], stack[b], t)
+            buf.peak[b] = max(buf.peak[b], t)
+            _m_increments(g, h.b1[lo:hi], inc)
+            t, checks = _undecay(m.H[lo:hi], m.L[lo:hi], x, inc, h.n1[lo:hi], work.sym[lo:hi],
+                                 work.f[lo:hi], buf.stack[b], t)
             for k in range(2):
-                fails[b, 2 + k] = lo + checks[k] if checks[k] < hi - lo else P
+                report(work.fails, b, 2 + k, lo, hi, checks[k], P)
         if t < 0:
-            fails[b, DRY] = lo
+            work.fails[b, DRY] = lo
             continue
-        top[b] = t
-        peak[b] = max(peak[b], t)
-        _moments_adjoint(M[0][lo:hi], M[1][lo:hi], S[0][lo:hi], S[1][lo:hi], g[lo:hi], dm[lo:hi],
-                         ds[lo:hi], hyp[1][lo:hi], hyp[2][lo:hi], a1[lo:hi], a2[lo:hi], dg[lo:hi])
-        s0, s1 = seg_first[b], seg_first[b + 1]
-        _segment_dots(dm, a1, seg_lo, seg_hi, s0, s1, seg_dots[0])
-        _segment_dots(ds, a2, seg_lo, seg_hi, s0, s1, seg_dots[1])
+        buf.top[b] = t
+        buf.peak[b] = max(buf.peak[b], t)
+        _moments_adjoint(m.H[lo:hi], m.L[lo:hi], s.H[lo:hi], s.L[lo:hi], g, adj.dm[lo:hi],
+                         adj.ds[lo:hi], h.b1[lo:hi], h.b2[lo:hi], work.a1[lo:hi],
+                         work.a2[lo:hi], work.dg[lo:hi])
+        segment_dots(adj.dm, work.a1, segs, b, work.dots[0])
+        segment_dots(adj.ds, work.a2, segs, b, work.dots[1])
 
 
 @kernel
-def _reverse_after_blocks(dw, d_lam, dm, ds, H, lam, w, dg, hyp, Hdg, b0, b1):
-    """`adam.reverse_after` on blocks b0 .. b1-1."""
-    P = len(dw)
+def _reverse_after_blocks(adj, hvp, h, Hdg, b0, b1):
+    """`adam.reverse_after` on blocks b0 .. b1-1 (hvp.u is dg; Hdg scratch)."""
+    P = len(adj.dw)
     for b in range(b0, b1):
         lo, hi = b * LANES, min(b * LANES + LANES, P)
-        _sum_parts(H[:, lo:hi], Hdg[lo:hi])
-        _after(dw[lo:hi], d_lam[lo:hi], dm[lo:hi], ds[lo:hi], Hdg[lo:hi], lam[lo:hi], w[lo:hi],
-               dg[lo:hi], hyp[1][lo:hi], hyp[2][lo:hi])
+        sum_parts(hvp.H[:, lo:hi], Hdg[lo:hi])
+        _after(adj.dw[lo:hi], adj.d_lam[lo:hi], adj.dm[lo:hi], adj.ds[lo:hi], Hdg[lo:hi],
+               hvp.lam[lo:hi], hvp.w[lo:hi], hvp.u[lo:hi], h.b1[lo:hi], h.b2[lo:hi])
 
 
 # --- the public wrappers (revlearn.adam's signatures; arrays updated in place) -----------------
 
 def _hyper(h):
-    """(alpha, beta1, beta2, c1, c2, eps) and (n1, n2) of a StepHyper as the kernels take them."""
-    return (tuple(floats(a) for a in (h.alpha, h.b1, h.b2, h.c1, h.c2, h.eps)),
-            (ints(h.n1), ints(h.n2)))
+    """A StepHyper's arrays as the kernels take them."""
+    return refadam.StepHyper(floats(h.alpha), floats(h.b1), floats(h.b2), ints(h.n1), ints(h.n2),
+                             floats(h.c1), floats(h.c2), floats(h.eps))
 
 
-def _wide(a):
-    return (ints(a.H), ints(a.L))
-
-
-def _no_failures(blocks, P):
-    return np.full((blocks, CHECKS), P, np.int64)
+def _moments(state):
+    """Moments' wide arrays as the kernels take them."""
+    return refadam.Moments(*(Wide(ints(a.H), ints(a.L)) for a in state))
 
 
 def forward(W, state, buf, w, G, lam, h, workers=SERIAL):
     """`adam.forward`: (W, state, buf, w_{t+1}, bad); W, the moments, the buffer and w updated in
     place."""
-    W, x, w = ints(W), ints(buf.x), floats(w)
-    M, S = _wide(state.m), _wide(state.s)
-    top, peak = ints(buf.top), ints(buf.peak)
-    stack = ans.reserve(buf.stack, top + 2 * LANES)  # two pushes, a word each
-    P = len(W)
-    g, u, r = _scratch("adam g", P), _scratch("adam u", P), _scratch("adam r", P, np.uint16)
-    fails = _no_failures(len(top), P)
-    hyp, n = _hyper(h)
-    G, lam = _rows(G), floats(lam)
-    _share(workers, len(top), lambda b0, b1: _forward_blocks(
-        W, M, S, x, stack, top, peak, w, G, lam, hyp, n, g, u, r, b0, b1, fails))
-    state = refadam.Moments(Wide(*M), Wide(*S))
-    bad = int(fails[:, BAD].min())
+    W, state, grad, h = ints(W), _moments(state), gradient(G, lam, w), _hyper(h)
+    buf = buffer(buf, 2 * LANES)  # two pushes, a word each
+    P, blocks = len(W), len(buf.top)
+    work = ForwardWork(scratch("adam g", P), scratch("adam u", P),
+                       scratch("adam r", P, np.uint16), no_failures(blocks, P, CHECKS))
+    share(workers, blocks, lambda b0, b1: _forward_blocks(W, state, buf, grad, h, work, b0, b1))
+    bad = int(work.fails[:, BAD].min())
     if bad < P:
-        return W, state, Buffer(x, stack, top, peak), w, bad
-    alpha, b1, b2 = hyp[:3]
-    _raise_first(fails, (lambda i: (1.0 - b1[i]) * g[i], None,
-                         lambda i: (1.0 - b2[i]) * (g[i] * g[i]), None,
-                         lambda i: alpha[i] * u[i], None), P, DRY)
-    return W, state, Buffer(x, stack, top, peak), w, -1
+        return W, state, buf, grad.w, bad
+    g, u = work.g, work.u
+    raise_first(work.fails, (lambda i: (1.0 - h.b1[i]) * g[i], None,
+                             lambda i: (1.0 - h.b2[i]) * (g[i] * g[i]), None,
+                             lambda i: h.alpha[i] * u[i], None), P, DRY)
+    return W, state, buf, grad.w, -1
 
 
 def reverse_before(W, state, adj, h, offsets, workers=SERIAL):
     """`adam.reverse_before`: (W_t, w_t, d_alpha_t, e_t, k_t); W and adj updated in place (w_t is
     an array this thread's next call overwrites)."""
-    W, M, S = ints(W), _wide(state.m), _wide(state.s)
-    P, segs = len(W), _segments(offsets, len(W))
-    w, u, du = _scratch("adam w", P), _scratch("adam u", P), _scratch("adam du", P)
-    q, qr = _scratch("adam q", P), _scratch("adam qr", P)
-    seg_dots = np.empty((3, len(segs.list)))
-    fails = _no_failures(lane_blocks(P), P)
-    hyp, _ = _hyper(h)
-    _share(workers, lane_blocks(P), lambda b0, b1: _reverse_before_blocks(
-        W, M, S, adj.dw, adj.dm, adj.ds, w, u, du, q, qr, hyp, segs.first, segs.lo, segs.hi,
-        seg_dots, b0, b1, fails))
-    _raise_first(fails, (lambda i: hyp[0][i] * u[i], None), P, DRY)
-    d_alpha, e, k = (reflanes.by_group(d, segs.list, segs.G) for d in seg_dots)
-    return W, w, -d_alpha, e, k
+    W, state, h = ints(W), _moments(state), _hyper(h)
+    P, segs, blocks = len(W), segments(offsets, len(W)), lane_blocks(len(W))
+    work = BeforeWork(scratch("adam w", P), scratch("adam u", P), scratch("adam du", P),
+                      scratch("adam q", P), scratch("adam qr", P), np.empty((3, len(segs.list))),
+                      no_failures(blocks, P, CHECKS))
+    share(workers, blocks, lambda b0, b1: _reverse_before_blocks(W, state, adj, h, segs.arrays,
+                                                                 work, b0, b1))
+    raise_first(work.fails, (lambda i: h.alpha[i] * work.u[i], None), P, DRY)
+    d_alpha, e, k = (segs.by_group(d) for d in work.dots)
+    return W, work.w, -d_alpha, e, k
 
 
 def reverse_moments(state, buf, adj, G, lam, w, h, offsets, workers=SERIAL):
     """`adam.reverse_moments`: (state_t, buf, dg, d1_t, d2_t); the moments, the buffer and adj
     updated in place (dg is an array this thread's next call overwrites)."""
-    M, S = _wide(state.m), _wide(state.s)
-    x, top, peak = ints(buf.x), ints(buf.top), ints(buf.peak)
-    P, segs = len(x), _segments(offsets, len(x))
-    stack = ans.reserve(buf.stack, top + 2 * LANES)
-    g, inc, dg = _scratch("adam g", P), _scratch("adam inc", P), _scratch("adam dg", P)
-    a1, a2 = _scratch("adam a1", P), _scratch("adam a2", P)
-    sym, f = _scratch("adam sym", P, np.uint16), _scratch("adam f", P, np.uint32)
-    seg_dots = np.empty((2, len(segs.list)))
-    fails = _no_failures(len(top), P)
-    hyp, n = _hyper(h)
-    G, lam, w = _rows(G), floats(lam), floats(w)
-    _share(workers, len(top), lambda b0, b1: _reverse_moments_blocks(
-        M, S, x, stack, top, peak, adj.dm, adj.ds, G, lam, w, hyp, n, g, inc, a1, a2, dg, sym, f,
-        segs.first, segs.lo, segs.hi, seg_dots, b0, b1, fails))
-    b1, b2 = hyp[1], hyp[2]
-    _raise_first(fails, (lambda i: (1.0 - b2[i]) * (g[i] * g[i]), None,
-                         lambda i: (1.0 - b1[i]) * g[i], None), P, DRY)
-    d1, d2 = (reflanes.by_group(d, segs.list, segs.G) for d in seg_dots)
-    return refadam.Moments(Wide(*M), Wide(*S)), Buffer(x, stack, top, peak), dg, d1, d2
+    state, grad, h = _moments(state), gradient(G, lam, w), _hyper(h)
+    buf = buffer(buf, 2 * LANES)
+    P, blocks = len(buf.x), len(buf.top)
+    segs = segments(offsets, P)
+    work = MomentsWork(scratch("adam g", P), scratch("adam inc", P), scratch("adam a1", P),
+                       scratch("adam a2", P), scratch("adam dg", P),
+                       scratch("adam sym", P, np.uint16), scratch("adam f", P, np.uint32),
+                       np.empty((2, len(segs.list))), no_failures(blocks, P, CHECKS))
+    share(workers, blocks, lambda b0, b1: _reverse_moments_blocks(
+        state, buf, adj, grad, h, segs.arrays, work, b0, b1))
+    g = work.g
+    raise_first(work.fails, (lambda i: (1.0 - h.b2[i]) * (g[i] * g[i]), None,
+                             lambda i: (1.0 - h.b1[i]) * g[i], None), P, DRY)
+    d1, d2 = (segs.by_group(d) for d in work.dots)
+    return state, buf, work.dg, d1, d2
 
 
 def reverse_after(adj, H, lam, w, dg, h, workers=SERIAL):
     """`adam.reverse_after`: adj updated in place."""
     P = len(adj.dw)
-    hyp, _ = _hyper(h)
-    H, lam, w, dg = _rows(H), floats(lam), floats(w), floats(dg)
-    Hdg = _scratch("adam Hdg", P)
-    _share(workers, lane_blocks(P), lambda b0, b1: _reverse_after_blocks(
-        adj.dw, adj.d_lam, adj.dm, adj.ds, H, lam, w, dg, hyp, Hdg, b0, b1))
+    curv, h, Hdg = hvp(H, lam, w, dg), _hyper(h), scratch("adam Hdg", P)
+    share(workers, lane_blocks(P), lambda b0, b1: _reverse_after_blocks(adj, curv, h, Hdg, b0,
+                                                                        b1))
 
 
 ADAM = refadam.Lanes(forward, reverse_before, reverse_moments, reverse_after)

@@ -63,14 +63,17 @@ Hessian-vector product per step, one more gradient than momentum's reverse step.
 
 `forward`, `reverse_before`, `reverse_moments` and `reverse_after` are the per-lane work of a step
 (as `revlearn.lanes` for momentum, with its fixed-order group dot products); `revlearn.kernels.adam`
-computes the same, bit for bit, block by block of lanes on several threads.
+computes the same, bit for bit, block by block of lanes on several threads. `Adam` is the object the
+engine (`revlearn.sgd`) and `revlearn.approx` drive, as `revlearn.momentum.Momentum` for momentum;
+`Reversal` and `Stored` are its Algorithm 2 from the exact run and from a kept float64 trajectory.
 """
 
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
 
-from . import fixedpoint, wide
+from . import ans, fixedpoint, wide
 from .lanes import dots, penalized, total
 
 BETA_MIN = 1.0 / fixedpoint.D
@@ -251,3 +254,194 @@ class Lanes(NamedTuple):
 
 
 LANES = Lanes(forward, reverse_before, reverse_moments, reverse_after)
+
+
+# --- Algorithm 2's per-step work -----------------------------------------------------------------
+
+class _Reverse:
+    """Algorithm 2's per-step work for Adam: the per-lane adjoints (`Adjoint`), and per group
+    d_alpha_t, d_beta1_t, d_beta2_t, d_epsilon and the sums S1, S2 of the paths through the bias
+    corrections; how w_t, m_t and s_t come back is the subclass's (`undo_w`, `undo_moments`)."""
+
+    dX_update = np.add  # d_X[B_t] += d/dX (grad L_t . dg)
+
+    def start(self, case, dw):
+        self.case, self.offsets, self.schedule = case, case.layout.offsets, Schedule(case)
+        T, G, P = case.T, case.G, case.P
+        self.adj = Adjoint(dw.copy(), np.zeros(P), np.zeros(P), np.zeros(P))
+        self.d_alpha, self.d_beta1, self.d_beta2 = (np.zeros((T, G)) for _ in range(3))
+        self.d_epsilon, self.S1, self.S2 = np.zeros(G), np.zeros(G), np.zeros(G)
+
+    def before(self, t, passes):
+        """w_t, the adjoints through u_t, g_t (a gradient pass), m_t and s_t, d_beta1_t and
+        d_beta2_t: (w_t, dg), dg the direction of H_t."""
+        sc, c = self.schedule, self.case
+        self.h = sc.at(t)
+        # w_t = w_{t+1} + alpha u;  d_alpha_t = -dw' . u;  dm' and ds' through u;  e = du . q;
+        # k = du . q r
+        w, d_alpha, e, k = self.undo_w(t, self.h)
+        self.d_alpha[t] = d_alpha
+        self.d_epsilon -= e
+        self.S1 += sc.P1[t] * (-(c.alpha[t] * d_alpha) / sc.c1[t])  # P1_t sum_i dc1_i
+        self.S2 += sc.P2[t] * (k / (2.0 * sc.c2[t]))  # P2_t sum_i dc2_i
+        with np.errstate(over="ignore", invalid="ignore"):
+            passes.batch_grad(t, w)  # g_t, recomputed bit for bit: dg needs it
+        # m_t, s_t;  dg = (1 - beta1) dm' + 2 (1 - beta2) g ds'
+        dg, d1, d2 = self.undo_moments(t, self.h, passes.G, w)
+        self.d_beta1[t] = d1 - self.S1 / c.beta1[t]
+        self.d_beta2[t] = d2 - self.S2 / c.beta2[t]
+        return w, dg
+
+    def after(self, t, passes, w, dg):
+        """dw = dw' + H dg + lam dg;  d_lam += w dg;  dm = beta1 dm';  ds = beta2 ds'."""
+        self.lanes.reverse_after(self.adj, passes.H, self.case.lam, w, dg, self.h, self.workers)
+
+    def outputs(self):
+        return dict(d_alpha=self.d_alpha, d_gamma=None, d_beta1=self.d_beta1,
+                    d_beta2=self.d_beta2, d_epsilon=self.d_epsilon)
+
+
+class Reversal(_Reverse):
+    """Adam's Algorithm 2 with w_t, m_t and s_t given back by undoing Algorithm 1's steps in
+    fixed point (the backend's `Lanes`: `LANES` or the kernels')."""
+
+    def __init__(self, be, workers, W, state, buf):
+        self.lanes, self.workers, self.W, self.state, self.buf = be.adam, workers, W, state, buf
+
+    def undo_w(self, t, h):
+        self.W, w, d_alpha, e, k = self.lanes.reverse_before(self.W, self.state, self.adj, h,
+                                                             self.offsets, self.workers)
+        return w, d_alpha, e, k
+
+    def undo_moments(self, t, h, G, w):
+        self.state, self.buf, dg, d1, d2 = self.lanes.reverse_moments(
+            self.state, self.buf, self.adj, G, self.case.lam, w, h, self.offsets, self.workers)
+        return dg, d1, d2
+
+    def recovered(self, case):
+        """True when the reversal gave back w_0 bit for bit, m_0 = s_0 = 0 and the buffer as it
+        started."""
+        return bool(np.array_equal(self.W, fixedpoint.to_fixed(case.w0))
+                    and ans.is_initial(self.buf)
+                    and not any(a.any() for part in self.state for a in part))
+
+
+class Stored(_Reverse):
+    """Adam's Algorithm 2 with w_t, m_t and s_t read back from the float64 trajectory kept in
+    memory (this module's NumPy functions without the exact steps, the same for every backend):
+    kept[t] = (w_t, m_t, s_t), an array (T+1, 3, P) or any mapping of the steps the reverse pass
+    visits (and t + 1)."""
+
+    lanes, workers = LANES, None
+
+    def __init__(self, kept):
+        self.kept = kept
+
+    def undo_w(self, t, h):
+        _, m, s = self.kept[t + 1]
+        u, den, r = increment(m, s, h)
+        return (self.kept[t][0],) + adjoint_before(self.adj, u, den, r, h, self.offsets)
+
+    def undo_moments(self, t, h, G, w):
+        _, m, s = self.kept[t]
+        g, _ = penalized(G, self.case.lam, w)
+        return adjoint_moments(self.adj, m, s, g, h, self.offsets)
+
+
+# --- the optimizer -------------------------------------------------------------------------------
+
+class Adam:
+    """Adam on a case: the state `Moments` (`wide` fixed point, or float64), the exact step of a
+    backend (its `adam.forward`), the float64 step, and what `revlearn.approx` asks of an
+    optimizer (the equations of forward mode and greedy in its doc)."""
+
+    title = "Adam"
+    hypers = ("beta1", "beta2", "epsilon")  # its own hyperparameters (Case fields)
+    per_step = ("alpha", "beta1", "beta2")  # those given per step and group, shape (T, G)
+    state_names = ("m_t", "s_t")  # the state besides w_t, as a stored trajectory keeps it
+    reversal, stored = Reversal, Stored
+    state_between = None  # m_t and s_t do not follow from w_t and w_{t+1}: no DrMAD line
+
+    def __init__(self, case):
+        self.case = case
+
+    @cached_property
+    def schedule(self):
+        return Schedule(self.case)
+
+    def hyper(self, t):
+        return self.schedule.at(t)
+
+    def zeros(self):
+        """m_0 = s_0 = 0 in wide fixed point."""
+        return Moments(wide.zeros(self.case.P), wide.zeros(self.case.P))
+
+    def forward(self, be, t, W, state, buf, w, G, workers):
+        """Algorithm 1's step t, exactly, on backend be: (W, state, buf, w_{t+1}, bad)."""
+        return be.adam.forward(W, state, buf, w, G, self.case.lam, self.hyper(t), workers)
+
+    def float_zeros(self):
+        """Moments(m_0, s_0) = (0, 0) in float64."""
+        return Moments(np.zeros(self.case.P), np.zeros(self.case.P))
+
+    def float_step(self, t, w, state, g):
+        """Algorithm 1's step t in float64 (the module's `float_step`)."""
+        return float_step(w, state, g, self.hyper(t))
+
+    def tangent_zeros(self):
+        """(m_0', s_0', P1_{-1}', P2_{-1}') = 0: per lane, then per group."""
+        P, G = self.case.P, self.case.G
+        return np.zeros(P), np.zeros(P), np.zeros(G), np.zeros(G)
+
+    def tangent_step(self, t, d, w, state, dw, dstate, g, dg):
+        """Forward mode's step t along the direction d (`approx.Direction`), with g_t' = dg and
+        P1_{-1} = P2_{-1} = 1:
+
+            P1_t' = P1_{t-1}' beta1_t + P1_{t-1} beta1_t'         (likewise P2')
+            m_{t+1}' = beta1_t' (m_t - g_t) + beta1_t m_t' + (1 - beta1_t) g_t'
+            s_{t+1}' = beta2_t' (s_t - g_t g_t) + beta2_t s_t' + 2 (1 - beta2_t) g_t g_t'
+            r' = s_{t+1}' / (2 c2 r) + r P2_t' / (2 c2)           (0 where s_{t+1} = 0)
+            u' = m_{t+1}' / (c1 den) + u P1_t' / c1 - (u / den) (r' + epsilon')
+            w_{t+1}' = w_t' - alpha_t' u - alpha_t u'
+
+        Returns (w_{t+1}, state_{t+1}, w_{t+1}', (m_{t+1}', s_{t+1}', P1_t', P2_t'))."""
+        c, sc, ex = self.case, self.schedule, self.case.layout.expand
+        dm, ds, dP1, dP2 = dstate
+        h = sc.at(t)
+        P1, P2 = (sc.P1[t - 1], sc.P2[t - 1]) if t > 0 else (np.ones(c.G), np.ones(c.G))
+        dP1, dP2 = dP1 * c.beta1[t] + P1 * d.beta1[t], dP2 * c.beta2[t] + P2 * d.beta2[t]
+        dm = ex(d.beta1[t]) * (state.m - g) + h.b1 * dm + (1.0 - h.b1) * dg
+        ds = ex(d.beta2[t]) * (state.s - g * g) + h.b2 * ds + (2.0 * (1.0 - h.b2)) * (g * dg)
+        w_next, state = float_step(w, state, g, h)
+        u, den, r = increment(state.m, state.s, h)
+        dr = (np.divide(ds, (2.0 * h.c2) * r, out=np.zeros(c.P), where=r > 0)
+              + r * ex(dP2) / (2.0 * h.c2))
+        du = dm / (h.c1 * den) + u * ex(dP1) / h.c1 - (u / den) * (dr + ex(d.epsilon))
+        return w_next, state, dw - ex(d.alpha[t]) * u - h.alpha * du, (dm, ds, dP1, dP2)
+
+    def greedy(self, t, state, g, g_next, state_next):
+        """Baydin et al.'s one-step hypergradients of step t, in `per_step` order (Adam-HD for
+        alpha; beta1 and beta2 alike), with u_t = u(m_{t+1}, s_{t+1}):
+
+            d_alpha_t = -g_{t+1} . u_t,    d_beta_t = -alpha_t g_{t+1} . du_t/dbeta_t
+            du_t/dbeta1_t = (m_t - g_t) / (c1 den) + u P1_t / (beta1_t c1)
+            du_t/dbeta2_t = -(u / den) ((s_t - g_t g_t) / (2 c2 r) + r P2_t / (2 c2 beta2_t))
+
+        (the last bracket's first term 0 where s_{t+1} = 0)."""
+        c, sc, ex = self.case, self.schedule, self.case.layout.expand
+        offsets, h = c.layout.offsets, sc.at(t)
+        u, den, r = increment(state_next.m, state_next.s, h)
+        du_b1 = (state.m - g) / (h.c1 * den) + u * ex(sc.P1[t] / c.beta1[t]) / h.c1
+        dr_b2 = (np.divide(state.s - g * g, (2.0 * h.c2) * r, out=np.zeros(c.P), where=r > 0)
+                 + r * ex(sc.P2[t] / c.beta2[t]) / (2.0 * h.c2))
+        return (-dots(g_next, u, offsets),
+                -c.alpha[t] * dots(g_next, du_b1, offsets),
+                -c.alpha[t] * dots(g_next, -(u / den) * dr_b2, offsets))
+
+    def eta(self, state_T):
+        """The Neumann series' step per entry: the last step read as a heavy ball with den
+        frozen (`approx.ift`), a (1 - beta1) / (1 + beta1) with a = alpha / (c1 den), den from
+        m_T and s_T."""
+        h = self.hyper(self.case.T - 1)
+        den = increment(state_T.m, state_T.s, h)[1]
+        return (h.alpha / (h.c1 * den)) * ((1.0 - h.b1) / (1.0 + h.b1))

@@ -1,8 +1,10 @@
 """Forward mode, a second exact method, and the approximate hypergradients people use instead of
 the exact one, all on the engine's passes (`sgd.Passes`) and per-parameter steps (`lanes`).
 
-Every method runs Algorithm 1 in float64, with the operations of `sgd._train_float` (the same w_t,
-bit for bit), and differentiates f(w_T) = ell(w_T; X_valid, y_valid).
+Every method runs Algorithm 1 in float64, with the operations of `sgd.train_float` (the same w_t,
+bit for bit), and differentiates f(w_T) = ell(w_T; X_valid, y_valid). What differs between
+optimizers (their steps, tangents, one-step hypergradients, the series' step) is the case's
+optimizer object's (`sgd.optimizer_of`: `momentum.Momentum`, `adam.Adam`).
 
 **Forward mode** (`forward`) propagates tangents along a direction (alpha', gamma', s', lam', w_0')
 in hyperparameter space, one Hessian-vector product per step, O(P) memory, no reversal:
@@ -69,21 +71,29 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import adam, blas, lanes, sgd
+from . import backends, blas, lanes, sgd
+from .adam import Adam
 from .case import Case, require_case
 from .errors import InputError
+from .momentum import Momentum
 from .threads import Workers
 
-KINDS = ("alpha", "gamma", "init_scale", "l2", "w0")
-"""The hyperparameters a direction may move, SGD with momentum (w0: the initial weights, an
-independent input)."""
-ADAM_KINDS = ("alpha", "beta1", "beta2", "epsilon", "init_scale", "l2", "w0")
+
+def _kinds(optimizer):
+    """alpha, the optimizer's own hyperparameters, init_scale, l2 and w0 (the initial weights, an
+    independent input)."""
+    return ("alpha", *optimizer.hypers, "init_scale", "l2", "w0")
+
+
+KINDS = _kinds(Momentum)
+"""The hyperparameters a direction may move, SGD with momentum."""
+ADAM_KINDS = _kinds(Adam)
 """The same for a case trained with Adam."""
 
 
 def kinds_of(case: Case) -> tuple:
     """The hyperparameter kinds of the case's optimizer: KINDS, or ADAM_KINDS for Adam."""
-    return ADAM_KINDS if case.optimizer == "adam" else KINDS
+    return _kinds(sgd.optimizer_of(case))
 
 
 class Hypergrads(NamedTuple):
@@ -175,14 +185,9 @@ def directional(grads, direction: Direction) -> float:
 
 
 def _shapes(case):
-    """The shape of each kind of the case's optimizer, in `kinds_of` order."""
-    every = dict(alpha=case.alpha.shape, init_scale=case.init_scale.shape, l2=case.l2.shape,
-                 w0=(case.P,))
-    if case.optimizer == "adam":
-        every.update(beta1=case.beta1.shape, beta2=case.beta2.shape, epsilon=case.epsilon.shape)
-    else:
-        every.update(gamma=case.gamma.shape)
-    return {k: every[k] for k in kinds_of(case)}
+    """The shape of each kind of the case's optimizer, in `kinds_of` order: the case's array's,
+    and (P,) for w0."""
+    return {k: (case.P,) if k == "w0" else getattr(case, k).shape for k in kinds_of(case)}
 
 
 # --- Algorithm 1 in float64, and forward mode ----------------------------------------------
@@ -191,44 +196,37 @@ class _Engine(NamedTuple):
     case: Case
     passes: sgd.Passes
     workers: Workers
+    opt: object  # the case's optimizer object (`sgd.optimizer_of`)
 
 
-def require_momentum(case, where):
-    """Refuse a case trained with Adam, for DrMAD (written for SGD with momentum)."""
+def drmad_applies(case: Case) -> bool:
+    """Whether DrMAD's line gives the case's optimizer state: SGD with momentum's v_t follows
+    from w_t and w_{t+1}; Adam's m_t and s_t do not."""
+    return sgd.optimizer_of(case).state_between is not None
+
+
+def require_line(case, where):
+    """Refuse, for DrMAD (written for SGD with momentum), a case whose optimizer's state does not
+    follow from the line (`drmad_applies`)."""
     require_case(case, where)
-    if case.optimizer != "momentum":
+    if not drmad_applies(case):
+        opt = sgd.optimizer_of(case)
         raise InputError(f"{where} takes a case trained with SGD with momentum; this one is "
                          f"trained with {case.optimizer!r} (DrMAD's straight line gives w_t and "
-                         "v_t, not Adam's m_t and s_t)")
+                         f"v_t, not {opt.title}'s {' and '.join(opt.state_names)})")
 
 
 def _engine(case, backend, threads, where):
     require_case(case, where)
-    be, workers = sgd.get_backend(backend), Workers(threads)
-    return _Engine(case, sgd.Passes(case, be, workers), workers)
-
-
-def _hyper(case, t):
-    """alpha_t and gamma_t for every entry of w."""
-    return case.layout.expand(case.alpha[t]), case.layout.expand(case.gamma[t])
+    be, workers = backends.get_backend(backend), Workers(threads)
+    return _Engine(case, sgd.Passes(case, be, workers), workers, sgd.optimizer_of(case))
 
 
 def _train(eng, each=None):
-    """Algorithm 1 in float64 (the operations of `sgd._train_float`): (w_T, state_T), calling
-    each(t, w_t, state_t, g_t) at every step before its update; state (v,) for momentum,
-    `adam.Moments` (m, s) for Adam."""
-    case, passes = eng.case, eng.passes
-    opt = sgd._optimizer(case, passes.be)
-    w, state = case.w0, opt.float_zeros()
-    for t in range(case.T):
-        with np.errstate(over="ignore", invalid="ignore"):
-            passes.batch_grad(t, w)
-            g, bad = lanes.penalized(passes.G, case.lam, w)
-        if bad >= 0:
-            raise sgd._not_finite(case, t, bad)
-        if each is not None:
-            each(t, w, state, g)
-        w, state = opt.float_step(t, w, state, g)
+    """Algorithm 1 in float64 (`sgd.train_float`): (w_T, state_T), calling each(t, w_t, state_t,
+    g_t) at every step before its update; state (v,) for momentum, `adam.Moments` (m, s) for
+    Adam."""
+    w, state, _ = sgd.train_float(eng.case, eng.passes.be, eng.workers, each)
     return w, state
 
 
@@ -249,9 +247,8 @@ def forward(case: Case, direction: dict, backend: str = "auto",
     step."""
     eng = _engine(case, backend, threads, "revlearn.approx.forward")
     d = check_direction(case, direction)
-    tangents = _adam_tangents if case.optimizer == "adam" else _momentum_tangents
     with blas.single_threaded():
-        w, dw = tangents(eng, d)
+        w, dw = _tangents(eng, d)
         loss, df = _valid_grad(eng, w)
     return Forward(float(loss), _dot(df, dw, case.layout.offsets), w)
 
@@ -271,49 +268,19 @@ def _gradient_and_tangent(eng, t, w, dw, d_lam):
         passes.batch_grad_hvp(t, w, dw, None)
         g, bad = lanes.penalized(passes.G, case.lam, w)
     if bad >= 0:
-        raise sgd._not_finite(case, t, bad)
+        raise sgd.not_finite(case, t, bad)
     return g, lanes.total(passes.H) + case.lam * dw + d_lam * w
 
 
-def _momentum_tangents(eng, d):
-    """(w_T, w_T') by the module's equations for SGD with momentum."""
-    case, lay = eng.case, eng.case.layout
+def _tangents(eng, d):
+    """(w_T, w_T') by the module's equations: the optimizer's step and its tangent
+    (`tangent_step`) after each step's gradient and its tangent."""
+    case, opt = eng.case, eng.opt
     dw, d_lam = _start(case, d)
-    w, v, dv = case.w0, np.zeros(case.P), np.zeros(case.P)
+    w, state, dstate = case.w0, opt.float_zeros(), opt.tangent_zeros()
     for t in range(case.T):
         g, dg = _gradient_and_tangent(eng, t, w, dw, d_lam)
-        alpha, gamma = _hyper(case, t)
-        d_alpha, d_gamma = lay.expand(d.alpha[t]), lay.expand(d.gamma[t])
-        dv = d_gamma * (v + g) + gamma * dv - (1.0 - gamma) * dg
-        v = gamma * v - (1.0 - gamma) * g
-        dw = dw + d_alpha * v + alpha * dv
-        w = w + alpha * v
-    return w, dw
-
-
-def _adam_tangents(eng, d):
-    """(w_T, w_T') by the module's equations for Adam (w_t by `adam.float_step`, the float64
-    run's bits)."""
-    case, ex = eng.case, eng.case.layout.expand
-    sc, P = adam.Schedule(case), case.P
-    dw, d_lam = _start(case, d)
-    d_eps = ex(d.epsilon)
-    w, state, dm, ds = case.w0, adam.Moments(np.zeros(P), np.zeros(P)), np.zeros(P), np.zeros(P)
-    P1, P2, dP1, dP2 = np.ones(case.G), np.ones(case.G), np.zeros(case.G), np.zeros(case.G)
-    for t in range(case.T):
-        g, dg = _gradient_and_tangent(eng, t, w, dw, d_lam)
-        h = sc.at(t)
-        dP1, dP2 = dP1 * case.beta1[t] + P1 * d.beta1[t], dP2 * case.beta2[t] + P2 * d.beta2[t]
-        P1, P2 = sc.P1[t], sc.P2[t]
-        dm = ex(d.beta1[t]) * (state.m - g) + h.b1 * dm + (1.0 - h.b1) * dg
-        ds = ex(d.beta2[t]) * (state.s - g * g) + h.b2 * ds + (2.0 * (1.0 - h.b2)) * (g * dg)
-        w_next, state = adam.float_step(w, state, g, h)
-        u, den, r = adam.increment(state.m, state.s, h)
-        dr = (np.divide(ds, (2.0 * h.c2) * r, out=np.zeros(P), where=r > 0)
-              + r * ex(dP2) / (2.0 * h.c2))
-        du = dm / (h.c1 * den) + u * ex(dP1) / h.c1 - (u / den) * (dr + d_eps)
-        dw = dw - ex(d.alpha[t]) * u - h.alpha * du
-        w = w_next
+        w, state, dw, dstate = opt.tangent_step(t, d, w, state, dw, dstate, g, dg)
     return w, dw
 
 
@@ -331,19 +298,18 @@ class Kept:
 
 
 def _reverse(eng, dw, kept, stop):
-    """Algorithm 2 (`sgd._reverse` with the stored method's steps: with the true states and
+    """Algorithm 2 (`sgd.reverse` with the stored method's steps: with the true states and
     stop = 0 its answer bit for bit) from dw = grad f(w_T) over t = T-1 .. stop, reading w_t and
     the optimizer's state from kept[t] = (w_t, *state_t) (a dict, or `Kept`): a dict of
     `Result` fields, d_w0 being df/dw_stop and d_l2 (d_epsilon) the steps' share."""
-    traj = (sgd._AdamStored if eng.case.optimizer == "adam" else sgd._Stored)(kept)
-    return sgd._reverse(eng.case, eng.passes.be, eng.workers, traj, dw, stop=stop)
+    return sgd.reverse(eng.case, eng.passes.be, eng.workers, eng.opt.stored(kept), dw, stop=stop)
 
 
 def _hypergrads(got, whole=True):
-    """Hypergrads of `_reverse`'s dict; d_init_scale and d_w0 only when whole."""
-    return Hypergrads(got["d_alpha"], got["d_gamma"], got["d_init_scale"] if whole else None,
-                      got["d_l2"], got["d_w0"] if whole else None, got["d_X_train"],
-                      got.get("d_beta1"), got.get("d_beta2"), got.get("d_epsilon"))
+    """Hypergrads of a dict of some of its fields (`_reverse`'s), None for the others;
+    d_init_scale and d_w0 only when whole."""
+    given = got if whole else dict(got, d_init_scale=None, d_w0=None)
+    return Hypergrads(**{f: given.get(f) for f in Hypergrads._fields})
 
 
 def truncated(case: Case, K: int, backend: str = "auto", threads: int | None = None) -> Hypergrads:
@@ -367,7 +333,7 @@ def truncated(case: Case, K: int, backend: str = "auto", threads: int | None = N
 def drmad(case: Case, backend: str = "auto", threads: int | None = None) -> Hypergrads:
     """Algorithm 2 over all T steps on the straight line from w_0 to w_T (DrMAD; SGD with
     momentum only); see the module's doc."""
-    require_momentum(case, "revlearn.approx.drmad")
+    require_line(case, "revlearn.approx.drmad")
     eng = _engine(case, backend, threads, "revlearn.approx.drmad")
     with blas.single_threaded():
         w_T, _ = _train(eng)
@@ -376,19 +342,18 @@ def drmad(case: Case, backend: str = "auto", threads: int | None = None) -> Hype
 
 
 def line(case: Case, w_T: np.ndarray) -> Kept:
-    """DrMAD's states: w_t = (1 - t/T) w_0 + (t/T) w_T, v_t = (w_t - w_{t-1}) / alpha_{t-1}
-    (0 where alpha_{t-1} = 0, and v_0 = 0)."""
-    T, lay, w_0 = case.T, case.layout, case.w0
+    """DrMAD's states: w_t = (1 - t/T) w_0 + (t/T) w_T and the state that carries w_{t-1} to w_t
+    (the optimizer's `state_between`: momentum's v_t = (w_t - w_{t-1}) / alpha_{t-1}, 0 where
+    alpha_{t-1} = 0), the optimizer's zeros at t = 0."""
+    T, w_0, opt = case.T, case.w0, sgd.optimizer_of(case)
 
     def on_line(t):
         return (1.0 - t / T) * w_0 + (t / T) * w_T
 
     def state(t):
         if t == 0:
-            return w_0, np.zeros(case.P)
-        alpha = lay.expand(case.alpha[t - 1])
-        return on_line(t), np.divide(on_line(t) - on_line(t - 1), alpha, out=np.zeros(case.P),
-                                     where=alpha > 0)
+            return (w_0, *opt.float_zeros())
+        return (on_line(t), *opt.state_between(t - 1, on_line(t - 1), on_line(t)))
 
     return Kept(state)
 
@@ -417,7 +382,7 @@ def ift_series(case: Case, Ks, backend: str = "auto", threads: int | None = None
         raise InputError(f"the K of an ift series must increase; received {Ks}")
     with blas.single_threaded():
         w_T, state_T = _train(eng)
-        eta = _eta(case, state_T)
+        eta = eng.opt.eta(state_T)
         p = eta * _valid_grad(eng, w_T)[1]  # p_0 = eta grad f(w_T);  q_1 = p_0
         q, terms = p.copy(), 1
         for K in Ks:
@@ -430,18 +395,6 @@ def ift_series(case: Case, Ks, backend: str = "auto", threads: int | None = None
                 d_X = (-_hvp_all(eng, w_T, q, input_grad=True)[1] if case.grad_train_inputs
                        else None)
             yield K, Hypergrads(None, None, None, d_lam, None, d_X)
-
-
-def _eta(case, state_T):
-    """The series' step per entry: alpha (1 - gamma) / (1 + gamma) of the last step, or for Adam
-    a (1 - beta1) / (1 + beta1) with a = alpha / (c1 den), den from m_T and s_T."""
-    T = case.T
-    if case.optimizer != "adam":
-        alpha, gamma = case.alpha[T - 1], case.gamma[T - 1]
-        return case.layout.expand(alpha * (1.0 - gamma) / (1.0 + gamma))
-    h = adam.Schedule(case).at(T - 1)
-    den = adam.increment(state_T.m, state_T.s, h)[1]
-    return (h.alpha / (h.c1 * den)) * ((1.0 - h.b1) / (1.0 + h.b1))
 
 
 def _hvp_all(eng, w, u, input_grad=False):
@@ -463,12 +416,13 @@ def greedy(case: Case, backend: str = "auto", threads: int | None = None) -> Hyp
     """Baydin et al.'s one-step hypergradients of alpha and gamma (Adam: alpha, beta1 and
     beta2), from the training run alone; see the module's doc. The other kinds are None."""
     eng = _engine(case, backend, threads, "revlearn.approx.greedy")
-    T, G = case.T, case.G
-    out = {k: np.empty((T, G)) for k in
-           (("d_alpha", "d_beta1", "d_beta2") if case.optimizer == "adam"
-            else ("d_alpha", "d_gamma"))}
-    one_step = _greedy_adam(case, out) if case.optimizer == "adam" else _greedy_momentum(case, out)
+    T, G, opt = case.T, case.G, eng.opt
+    out = {k: np.empty((T, G)) for k in opt.per_step}
     prev = {}
+
+    def one_step(t, state, g, g_next, state_next):
+        for k, d in zip(opt.per_step, opt.greedy(t, state, g, g_next, state_next), strict=True):
+            out[k][t] = d
 
     def each(t, w, state, g):
         prev[t] = (state, g)
@@ -478,38 +432,7 @@ def greedy(case: Case, backend: str = "auto", threads: int | None = None) -> Hyp
     with blas.single_threaded():
         w_T, state_T = _train(eng, each)
         one_step(T - 1, *prev.pop(T - 1), _valid_grad(eng, w_T)[1], state_T)
-    return Hypergrads(out["d_alpha"], out.get("d_gamma"), None, None, None, None,
-                      out.get("d_beta1"), out.get("d_beta2"))
-
-
-def _greedy_momentum(case, out):
-    """one_step(t, state_t, g_t, g_{t+1}, state_{t+1}) writing step t's entries:
-    d_alpha_t = g_{t+1} . v_{t+1};  d_gamma_t = alpha_t g_{t+1} . (v_t + g_t)."""
-    offsets = case.layout.offsets
-
-    def one_step(t, state, g, g_next, state_next):
-        out["d_alpha"][t] = lanes.dots(g_next, state_next[0], offsets)
-        out["d_gamma"][t] = case.alpha[t] * lanes.dots(g_next, state[0] + g, offsets)
-
-    return one_step
-
-
-def _greedy_adam(case, out):
-    """one_step(t, state_t, g_t, g_{t+1}, state_{t+1}) writing step t's entries:
-    d_alpha_t = -g_{t+1} . u_t;  d_beta_t = -alpha_t g_{t+1} . du_t/dbeta_t (the module's doc)."""
-    offsets, ex, sc = case.layout.offsets, case.layout.expand, adam.Schedule(case)
-
-    def one_step(t, state, g, g_next, state_next):
-        h = sc.at(t)
-        u, den, r = adam.increment(state_next.m, state_next.s, h)
-        du_b1 = (state.m - g) / (h.c1 * den) + u * ex(sc.P1[t] / case.beta1[t]) / h.c1
-        dr_b2 = (np.divide(state.s - g * g, (2.0 * h.c2) * r, out=np.zeros(case.P), where=r > 0)
-                 + r * ex(sc.P2[t] / case.beta2[t]) / (2.0 * h.c2))
-        out["d_alpha"][t] = -lanes.dots(g_next, u, offsets)
-        out["d_beta1"][t] = -case.alpha[t] * lanes.dots(g_next, du_b1, offsets)
-        out["d_beta2"][t] = -case.alpha[t] * lanes.dots(g_next, -(u / den) * dr_b2, offsets)
-
-    return one_step
+    return _hypergrads({f"d_{k}": d for k, d in out.items()})
 
 
 def _steps(name, K, least, most):

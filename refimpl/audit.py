@@ -28,7 +28,7 @@ from . import approx, blas, memory
 from .atomic import atomic_write_bytes, files_in, some
 from .errors import InputError
 from .experiments import plotting
-from .sgd import hypergradient
+from .sgd import hypergradient, optimizer_of, trajectory_bytes
 
 METHODS = ("exact", "forward", "truncated", "drmad", "ift", "greedy")
 NOT_COVERED = {
@@ -59,15 +59,16 @@ def kinds(case):
 
 
 def methods(case):
-    """The methods audited on a case: every one of METHODS but DrMAD for Adam."""
-    return tuple(m for m in METHODS if m != "drmad" or case.optimizer != "adam")
+    """The methods audited on a case: every one of METHODS but DrMAD for Adam (where
+    `approx.drmad_applies` does not)."""
+    return tuple(m for m in METHODS if m != "drmad" or approx.drmad_applies(case))
 
 
 def not_covered(case):
     """NOT_COVERED for the kinds of the case's hypergradient (DrMAD's only for Adam, which it
     does not audit)."""
     return {m: {k: why for k, why in by_kind.items() if k in kinds(case)}
-            for m, by_kind in NOT_COVERED.items() if m != "drmad" or case.optimizer == "adam"}
+            for m, by_kind in NOT_COVERED.items() if m != "drmad" or not approx.drmad_applies(case)}
 
 
 def compare(a, e):
@@ -166,7 +167,7 @@ def audit(case, Ks, seed=0, backend="auto", threads=None, repeats=1, say=None):
 def _warm_up(case, run):
     """Every method once on the case's first step, so that what a process does once (compiling
     or loading kernels, finding the BLAS) is not measured."""
-    per_step = ("alpha", "beta1", "beta2") if case.optimizer == "adam" else ("alpha", "gamma")
+    per_step = optimizer_of(case).per_step
     one = case.replace(batches=case.batches[:1], **{k: getattr(case, k)[:1] for k in per_step})
     hypergradient(one, **run)
     approx.forward(one, {}, **run)
@@ -212,11 +213,10 @@ def check_out(out):
 def check_fits(case):
     """Refuse, before any work, an audit whose truncation at K = T (every state kept, as the
     stored method keeps them) needs more memory than this machine has."""
-    states = 3 if case.optimizer == "adam" else 2
-    need, have = states * 8 * (case.T + 1) * case.P, memory.physical_memory()
+    need, have = trajectory_bytes(case), memory.physical_memory()
     if have is not None and need > have:
         raise InputError(f"the audit's truncation at K = T = {case.T} keeps every w_t and "
-                         f"{'m_t, s_t' if states == 3 else 'v_t'}: "
+                         f"{', '.join(optimizer_of(case).state_names)}: "
                          f"{memory.describe_bytes(need)}, more than this machine's "
                          f"{memory.describe_bytes(have)}; audit a shorter horizon")
 

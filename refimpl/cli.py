@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import audit, conformance, oracle, sgd, trace
+from . import audit, backends, conformance, oracle, sgd, trace
 from .errors import InputError, ReversalError, TrainingError
 from .experiments import plotting
 from .experiments.cli import add_parser as add_run_parser
@@ -69,7 +69,7 @@ def _oracle(args):
     threads = threads_flag(args.threads)
     every = _trace_every(args)
     oracle.check_writable(args.output)
-    backend = sgd.get_backend(args.backend).name
+    backend = backends.get_backend(args.backend).name
     if every is not None:
         _check_trace_fits(complete_spec(spec), every)
     case = make_case(spec)
@@ -150,7 +150,7 @@ def _audit(args):
     seed = _int_at_least("--seed", args.seed, 0)
     repeats = _int_at_least("--repeats", args.repeats, 1)
     threads = threads_flag(args.threads)
-    backend = sgd.get_backend(args.backend).name
+    backend = backends.get_backend(args.backend).name
     audit.check_out(args.out)
     cases = [make_case(spec)] if horizons is None else [make_case({**spec, "n_iters": T})
                                                         for T in horizons]
@@ -203,7 +203,7 @@ def _check(args):
 def _conformance(args):
     threads = threads_flag(args.threads)
     conformance.check_folder_is_new(args.folder)
-    backend = sgd.get_backend(args.backend).name
+    backend = backends.get_backend(args.backend).name
     print(f"revlearn conformance: suite version {conformance.SUITE_VERSION}, "
           f"{len(conformance.CASES)} cases, into {args.folder}/ (backend {backend})")
     start = time.perf_counter()
@@ -246,7 +246,7 @@ def build_parser():
                        "'Case files').")
     p.add_argument("spec", metavar="SPEC.json", help="the spec (JSON object)")
     p.add_argument("-o", "--output", metavar="CASE.npz", required=True, help="case file to write")
-    p.add_argument("--backend", choices=sgd.BACKENDS, default="auto",
+    p.add_argument("--backend", choices=backends.BACKENDS, default="auto",
                    help="auto (default: numba when installed), numpy or numba: the same bits")
     p.add_argument("--threads", metavar="N",
                    help=f"threads to use (default: every core this process may use, "
@@ -266,7 +266,7 @@ def build_parser():
                        "case, and index.json listing them and what each covers. Answer each "
                        "case into THEIRS_DIR/NAME.npz and run `revlearn check DIR THEIRS_DIR`.")
     p.add_argument("folder", metavar="DIR", help="the folder to write (new or empty)")
-    p.add_argument("--backend", choices=sgd.BACKENDS, default="auto",
+    p.add_argument("--backend", choices=backends.BACKENDS, default="auto",
                    help="auto (default: numba when installed), numpy or numba: the same bits")
     p.add_argument("--threads", metavar="N",
                    help=f"threads to use (default: every core this process may use, "
@@ -309,7 +309,7 @@ def build_parser():
                    "(default 0)")
     p.add_argument("--repeats", default="1", metavar="N",
                    help="time each call N times and report the median (default 1)")
-    p.add_argument("--backend", choices=sgd.BACKENDS, default="auto",
+    p.add_argument("--backend", choices=backends.BACKENDS, default="auto",
                    help="auto (default: numba when installed), numpy or numba: the same bits")
     p.add_argument("--threads", metavar="N",
                    help=f"threads to use (default: every core this process may use, "

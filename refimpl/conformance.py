@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import __version__, blas, oracle, sgd, trace
+from . import __version__, backends, blas, oracle, sgd, trace
 from .atomic import atomic_write_bytes, files_in, some
 from .errors import InputError
 from .spec import make_case
@@ -402,7 +402,7 @@ def write_suite(folder, backend="auto", threads=None, say=print):
     records of the cases (as in index.json, plus each case's answer arrays under "arrays")."""
     folder = Path(folder)
     check_folder_is_new(folder)
-    sgd.get_backend(backend)
+    backends.get_backend(backend)
     folder.mkdir(exist_ok=True)
     records = []
     for i, c in enumerate(CASES):

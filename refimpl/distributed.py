@@ -26,9 +26,10 @@ from dataclasses import fields
 import numpy as np
 
 from . import blas
+from .backends import get_backend
 from .case import Case, require_case
 from .errors import InputError
-from .sgd import METHODS, get_backend, hypergradient
+from .sgd import METHODS, hypergradient
 from .threads import available_cores
 from .threads import resolve as resolve_threads
 

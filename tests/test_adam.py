@@ -285,11 +285,11 @@ def reversed_after(case, corrupt):
     """exact_recovery of a reversal whose state after Algorithm 1 was corrupted by corrupt(W,
     state, buf) (in place), and the same without corruption as the control."""
     be = sgd.get_backend("numpy")
-    W, state, buf, _ = sgd._train_exact(case, be, SERIAL)
+    W, state, buf, _ = sgd.train_exact(case, be, SERIAL)
     corrupt(W, state, buf)
-    traj = sgd._AdamReversal(be, SERIAL, W, state, buf)
+    traj = adam.Reversal(be, SERIAL, W, state, buf)
     dw = sgd.Passes(case, be, SERIAL).grad(be.from_fixed(W), case.X_valid, case.y_valid)[1]
-    sgd._reverse(case, be, SERIAL, traj, dw)
+    sgd.reverse(case, be, SERIAL, traj, dw)
     return traj.recovered(case)
 
 
@@ -376,7 +376,7 @@ def tiny_gradient_case():
 def test_an_entry_with_m_nonzero_and_s_zero_takes_the_square_roots_derivative_as_0():
     case = tiny_gradient_case()
     fan_out = case.layer_sizes[1]
-    _, state, _, _ = sgd._train_exact(case, sgd.get_backend("numpy"), SERIAL)
+    _, state, _, _ = sgd.train_exact(case, sgd.get_backend("numpy"), SERIAL)
     m, s = (revlearn.wide.from_wide(x)[:fan_out] for x in state)
     assert np.all(m != 0) and np.all(s == 0)  # the corner this test is about
     res = revlearn.hypergradient(case)

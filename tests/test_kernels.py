@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 import revlearn
-from revlearn import adam, ans, kernels, lanes, mlp, multitask, sgd, wide
+from revlearn import adam, ans, backends, kernels, lanes, mlp, momentum, multitask, sgd, wide
 from revlearn import exact as refexact
 from revlearn import fixedpoint as fp
 from revlearn.case import Case
 from revlearn.kernels import adam as kadam
+from revlearn.kernels import blocks, exact, jit, rans
 from revlearn.kernels import elementary as kelementary
-from revlearn.kernels import exact, jit
 from revlearn.kernels import lanes as klanes
 from revlearn.kernels import mlp as kmlp
 from revlearn.partition import LANES
@@ -69,8 +69,8 @@ def random_n(rng, P):
 # --- the exact step and its inverse ---------------------------------------------------------
 
 @pytest.mark.parametrize("P, threads", [(1, 1), (5, 2), (257, 1), (2 * LANES + 3, 2),
-                                        (2 * exact.PART * LANES + 5, 2),
-                                        (3 * exact.PART * LANES, 3)])
+                                        (2 * blocks.PART * LANES + 5, 2),
+                                        (3 * blocks.PART * LANES, 3)])
 def test_exact_steps_forward_and_back_are_bit_identical_to_refimpl(P, threads, rng):
     workers = Workers(threads)
     W0 = fp.to_fixed(rng.normal(size=P))
@@ -120,16 +120,16 @@ def test_exact_step_matches_on_full_range_states(rng):
 
 
 def test_float_division_shortcuts_are_exact_at_their_limits():
-    # _div(a, b) = a div b for a + b < 2**53; _divmod(v, n) floors for every int64 v
+    # div(a, b) = a div b for a + b < 2**53; floor_divmod(v, n) floors for every int64 v
     a = np.array([0, 1, 2**24, 2**24 - 1, 2**32 - 1, 2**48 + 12345, 2**52 - 3], np.int64)
     for b in (1, 2, 3, 255, 257, 65535, 65536, 2**24 + 1):
         for ai in a:
             if ai + b < 2**53:
-                assert exact._div(ai, b) == ai // b
+                assert blocks.div(ai, b) == ai // b
     v = np.array([-2**63, -2**63 + 1, -2**32 - 1, -1, 0, 1, 2**32, 2**63 - 1], np.int64)
     for n in (1, 2, 7, 58982, 65535, 65536):
         for vi in v:
-            assert exact._divmod(vi, n) == (vi // n, vi % n)
+            assert blocks.floor_divmod(vi, n) == (vi // n, vi % n)
 
 
 @pytest.mark.parametrize("where", ["gradient", "v wraps", "alpha v", "w wraps"])
@@ -180,7 +180,7 @@ def test_a_dry_stack_is_refused():
 
 
 def copy_adjoint(adj):
-    return sgd.Adjoint(*(a.copy() for a in adj))
+    return momentum.Adjoint(*(a.copy() for a in adj))
 
 
 @pytest.mark.parametrize("P, parts, threads", [(1001, 1, 1), (3 * LANES + 17, 2, 2),
@@ -205,7 +205,7 @@ def test_lane_passes_are_bit_identical_to_refimpl(P, parts, threads, rng):
         assert np.array_equal(state[0][0], state[1][0]) and np.array_equal(state[0][1], state[1][1])
         assert_same_buffer(state[0][2], state[1][2])
         assert_same(state[0][3], state[1][3], "w_{t+1}")
-    adj = sgd.Adjoint(*rng.standard_normal((3, P)))
+    adj = momentum.Adjoint(*rng.standard_normal((3, P)))
     adjs = [copy_adjoint(adj), copy_adjoint(adj)]
     for G in reversed(history):
         H = rng.standard_normal((parts, P))
@@ -235,10 +235,10 @@ def test_blocked_dots_are_the_same_bits_in_every_backend_and_can_differ_from_ddo
     P = 2 * LANES + 999
     offsets = np.array([0, 5, 13, LANES + 1, P])
     x, y = rng.standard_normal(P) * 1e3, rng.standard_normal(P)
-    segs = klanes._segments(offsets, P)
+    segs = blocks.segments(offsets, P)
     seg_dots = np.empty(len(segs.list))
     for b in range(3):
-        klanes._segment_dots(x, y, segs.lo, segs.hi, segs.first[b], segs.first[b + 1], seg_dots)
+        blocks.segment_dots(x, y, segs.arrays, b, seg_dots)
     ours = lanes.by_group(seg_dots, segs.list, len(offsets) - 1)
     assert_same(ours, lanes.dots(x, y, offsets), "dots")
     pairs = list(zip(offsets[:-1], offsets[1:], strict=True))
@@ -492,17 +492,17 @@ def test_buffer_and_recovered_w0_are_identical_to_refimpl(layer_sizes, activatio
     gamma = rng.integers(1, fp.D + 1, (T, G)) / fp.D
     case = revlearn.make_case(small_spec(layer_sizes=layer_sizes, activation=activation,
                                          n_iters=T, gamma=gamma.tolist()))
-    finals = [sgd._train_exact(case, be, SERIAL) for be in (sgd.NUMPY, kernels.NUMBA)]
+    finals = [sgd.train_exact(case, be, SERIAL) for be in (backends.NUMPY, kernels.NUMBA)]
     (W, V, buf, _), (Wk, Vk, bufk, _) = finals
     assert np.array_equal(W, Wk) and np.array_equal(V, Vk)
     assert_same_buffer(buf, bufk)
     assert buf.peak.min() > 0
     backs = []
-    for be, (W, V, buf, _) in zip((sgd.NUMPY, kernels.NUMBA), finals, strict=True):
-        traj = sgd._Reversal(be, SERIAL, W, V, buf)
+    for be, (W, V, buf, _) in zip((backends.NUMPY, kernels.NUMBA), finals, strict=True):
+        traj = momentum.Reversal(be, SERIAL, W, V, buf)
         dw = be.loss_grad(fp.from_fixed(W), case.X_valid, case.y_valid, case.layout,
                           case.activation)[1]
-        sgd._reverse(case, be, SERIAL, traj, dw)
+        sgd.reverse(case, be, SERIAL, traj, dw)
         backs.append(traj)
     assert np.array_equal(backs[0].W, backs[1].W)
     assert np.array_equal(backs[1].W, fp.to_fixed(case.w0))
@@ -565,7 +565,7 @@ def policy_violations(dispatcher):
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no dispatchers without the JIT")
 def test_every_kernel_follows_the_one_jit_policy():
-    found = [obj for module in (exact, kmlp, klanes, jit, kelementary, kadam)
+    found = [obj for module in (exact, kmlp, klanes, jit, kelementary, kadam, blocks, rans)
              for obj in vars(module).values()
              if isinstance(obj, numba.core.registry.CPUDispatcher)]
     assert len(found) >= 20

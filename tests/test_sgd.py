@@ -245,14 +245,14 @@ def test_non_finite_gradient_names_the_step():
 def reversed_after(case, corrupt):
     """exact_recovery of a reversal whose state after Algorithm 1 was corrupted by corrupt(W, V,
     buf) (in place), and the same without corruption as the control."""
-    from revlearn import sgd
+    from revlearn import momentum, sgd
     from revlearn.threads import SERIAL
     be = sgd.get_backend("numpy")
-    W, V, buf, _ = sgd._train_exact(case, be, SERIAL)
+    W, V, buf, _ = sgd.train_exact(case, be, SERIAL)
     corrupt(W, V, buf)
-    traj = sgd._Reversal(be, SERIAL, W, V, buf)
+    traj = momentum.Reversal(be, SERIAL, W, V, buf)
     dw = sgd.Passes(case, be, SERIAL).grad(be.from_fixed(W), case.X_valid, case.y_valid)[1]
-    sgd._reverse(case, be, SERIAL, traj, dw)
+    sgd.reverse(case, be, SERIAL, traj, dw)
     return traj.recovered(case)
 
 
@@ -307,7 +307,7 @@ def flip(where, W, state, buf):
         (state.m.L if hasattr(state, "m") else state)[11] ^= 1
 
 
-BACKEND_MODULES = [("numpy", "revlearn.sgd", "NUMPY"),
+BACKEND_MODULES = [("numpy", "revlearn.backends", "NUMPY"),
                    pytest.param("numba", "revlearn.kernels", "NUMBA", marks=needs_numba)]
 
 

@@ -77,7 +77,7 @@ def test_every_g_t_and_the_buffer_are_the_same_bits(case, monkeypatch):
             _grads.append(lanes.penalized(self.G, self.case.lam, w)[0])  # g_t, as the step adds it
             return ell
         monkeypatch.setattr(sgd.Passes, "batch_grad", recording)
-        W, V, buf, _ = sgd._train_exact(case, sgd.get_backend(backend), Workers(n))
+        W, V, buf, _ = sgd.train_exact(case, sgd.get_backend(backend), Workers(n))
         monkeypatch.undo()
         runs.append((np.array(grads), W, V, buf))
     g0, W0, V0, buf0 = runs[0]
