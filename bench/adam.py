@@ -63,7 +63,7 @@ def information(T, optimizer):
     from . import problem
     case = problem.case(T, optimizer=optimizer)
     with blas.single_threaded():
-        _, _, buf, _ = sgd._train_exact(case, sgd.get_backend("auto"), Workers(None))
+        _, _, buf, _ = sgd.train_exact(case, sgd.get_backend("auto"), Workers(None))
     held = ans.WORD_BITS * int(buf.top.sum()) + float(np.sum(np.log2(buf.x / ans.X0)))
     return held / (T * case.P)
 

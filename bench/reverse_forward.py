@@ -25,13 +25,13 @@ def time_passes(case, backend, threads=1):
     be, workers = sgd.get_backend(backend), Workers(threads)
     with blas.single_threaded():
         t0 = time.perf_counter()
-        W, V, buf, _ = sgd._train_exact(case, be, workers)
+        W, V, buf, _ = sgd.train_exact(case, be, workers)
         t1 = time.perf_counter()
         _, dw = be.loss_grad(fixedpoint.from_fixed(W), case.X_valid, case.y_valid, case.layout,
                              case.activation, workers=workers)
         t2 = time.perf_counter()
-        reversal = sgd._AdamReversal if case.optimizer == "adam" else sgd._Reversal
-        sgd._reverse(case, be, workers, reversal(be, workers, W, V, buf), dw)
+        reversal = sgd.optimizer_of(case).reversal
+        sgd.reverse(case, be, workers, reversal(be, workers, W, V, buf), dw)
         t3 = time.perf_counter()
     return t1 - t0, t2 - t1, t3 - t2
 
